@@ -1,0 +1,65 @@
+"""`rerank-export` command line: parse, call the library, map known errors to one line and an exit code.
+
+Each subcommand lives in `commands/<name>.py` with `add_arguments(parser)` and `run(args) -> int`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Sequence
+
+from .commands import COMMANDS
+from .errors import RerankExportError
+
+log = logging.getLogger("rerank_export")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse prints usage + exits 2; keep it to one line
+        self.exit(2, f"rerank-export: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="rerank-export", description="Export, parity-check and serve Qwen3 rerankers.")
+    parser.add_argument("--verbose", "-v", action="store_true", help="debug logging and tracebacks")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars or info logs")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for module in COMMANDS:
+        cmd = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
+        module.add_arguments(cmd)
+        cmd.set_defaults(run=module.run)
+    return parser
+
+
+def _configure_logging(verbose: bool, quiet: bool) -> None:
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _configure_logging(args.verbose, args.quiet)
+    try:
+        return int(args.run(args) or 0)
+    except RerankExportError as exc:
+        if args.verbose:
+            log.exception("failed")
+        print(f"rerank-export: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("rerank-export: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

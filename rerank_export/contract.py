@@ -1,0 +1,148 @@
+"""The Qwen3-Reranker contract: the prompt template, the yes/no tokens, truncation and padding.
+
+Everything that turns (instruction, query, document) into token ids lives here, so the reference,
+every exporter, the parity gate and the runtime see exactly the same inputs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Sequence
+
+from .errors import ContractError, ModelError
+
+# From the Qwen3-Reranker model card, verbatim.
+PREFIX = (
+    "<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the "
+    'Instruct provided. Note that the answer can only be "yes" or "no".<|im_end|>\n<|im_start|>user\n'
+)
+SUFFIX = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
+DEFAULT_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
+BODY_TEMPLATE = "<Instruct>: {instruction}\n<Query>: {query}\n<Document>: {document}"
+YES_TOKEN = "yes"
+NO_TOKEN = "no"
+DEFAULT_MAX_LENGTH = 8192
+TEMPLATE_ID = "qwen3-reranker-v1"  # recorded in manifests; bump if the template ever changes
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One pair's token ids and whether its document was shortened to fit."""
+
+    input_ids: list[int]
+    truncated: bool
+
+
+def load_tokenizer(path: str | Path, revision: str | None = None) -> Any:
+    """Load a tokenizer with left padding; a missing folder or hub id is a one-line ModelError."""
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(str(path), revision=revision, padding_side="left")
+    except OSError as exc:
+        raise ModelError(f"cannot load a tokenizer from '{path}': {_first_line(exc)}") from exc
+    if tok.pad_token_id is None:
+        raise ModelError(f"tokenizer at '{path}' has no pad token; Qwen3 tokenizers use <|endoftext|>")
+    return tok
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def single_token_id(tokenizer: Any, word: str) -> int:
+    """The id of `word` when it encodes to exactly one token; the head depends on it."""
+    ids = tokenizer(word, add_special_tokens=False)["input_ids"]
+    if len(ids) != 1:
+        raise ModelError(f"tokenizer encodes '{word}' as {len(ids)} tokens; a Qwen3 reranker needs one")
+    return int(ids[0])
+
+
+def format_body(query: str, document: str, instruction: str | None = None) -> str:
+    return BODY_TEMPLATE.format(
+        instruction=instruction or DEFAULT_INSTRUCTION, query=query, document=document
+    )
+
+
+class Contract:
+    """Tokenizer-bound prompt builder. Cheap to call; the prefix/suffix ids are computed once."""
+
+    def __init__(self, tokenizer: Any, max_length: int = DEFAULT_MAX_LENGTH) -> None:
+        if max_length < 1:
+            raise ContractError(f"max length must be positive, got {max_length}")
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+
+    @cached_property
+    def yes_id(self) -> int:
+        return single_token_id(self.tokenizer, YES_TOKEN)
+
+    @cached_property
+    def no_id(self) -> int:
+        return single_token_id(self.tokenizer, NO_TOKEN)
+
+    @cached_property
+    def prefix_ids(self) -> list[int]:
+        return self._ids(PREFIX)
+
+    @cached_property
+    def suffix_ids(self) -> list[int]:
+        return self._ids(SUFFIX)
+
+    @property
+    def pad_id(self) -> int:
+        return int(self.tokenizer.pad_token_id)
+
+    def _ids(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def body_budget(self) -> int:
+        return self.max_length - len(self.prefix_ids) - len(self.suffix_ids)
+
+    def encode(self, query: str, document: str, instruction: str | None = None) -> Encoded:
+        """Token ids for one pair. Only the document is ever shortened, from its end."""
+        if not query or not query.strip():
+            raise ContractError("the query is empty")
+        budget = self.body_budget()
+        head = self._ids(format_body(query, "", instruction))
+        # The head must fit with at least one document token after it.
+        if len(head) >= budget:
+            raise ContractError(
+                f"instruction + query take {len(head)} tokens but only {budget} fit in max length "
+                f"{self.max_length} after the template; shorten the query or raise --max-length"
+            )
+        body = self._ids(format_body(query, document, instruction))
+        truncated = len(body) > budget
+        # Same as the model card's right truncation of the whole body: the head is never reached.
+        return Encoded(self.prefix_ids + body[:budget] + self.suffix_ids, truncated)
+
+    def encode_many(
+        self, query: str, documents: Sequence[str], instruction: str | None = None
+    ) -> list[Encoded]:
+        return [self.encode(query, doc, instruction) for doc in documents]
+
+    def text(self, query: str, document: str, instruction: str | None = None) -> str:
+        """The exact text the model sees (after any truncation)."""
+        return self.tokenizer.decode(self.encode(query, document, instruction).input_ids)
+
+
+def pad_left(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[list[list[int]], list[list[int]]]:
+    """Left-pad to the longest sequence: the scored token is then always the last position."""
+    width = max(len(s) for s in sequences)
+    ids = [[pad_id] * (width - len(s)) + list(s) for s in sequences]
+    mask = [[0] * (width - len(s)) + [1] * len(s) for s in sequences]
+    return ids, mask
+
+
+def p_yes_from_logit(logit: float) -> float:
+    """p(yes) = softmax(no, yes)[yes] = sigmoid(logit_yes - logit_no). NaN stays NaN."""
+    if math.isnan(logit):
+        return logit
+    if logit >= 0:
+        return 1.0 / (1.0 + math.exp(-logit))
+    e = math.exp(logit)
+    return e / (1.0 + e)

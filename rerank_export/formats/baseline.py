@@ -1,0 +1,107 @@
+"""The baseline artifact: a plain 16-bit Qwen3ForSequenceClassification with a one-row yes-minus-no head.
+
+AutoModelForSequenceClassification (and so sentence-transformers' CrossEncoder and vLLM) load it with
+no overrides.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..manifest import Manifest, atomic_dir
+from ..scoring import OutOfMemory
+from .common import build_manifest, measure_activation_bytes_per_token
+
+log = logging.getLogger(__name__)
+
+TORCH_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+def torch_dtype(name: str) -> Any:
+    import torch
+
+    return getattr(torch, TORCH_DTYPES[name])
+
+
+def to_sequence_classifier(source: Any, dtype: str = "fp32") -> Any:
+    """A Qwen3ForSequenceClassification whose single logit is logit_yes - logit_no of the source.
+
+    The head row is computed in fp32 before any cast. The decoder is deep-copied so the source stays
+    untouched for the next exporter; the class is built on the meta device only for its shell, and
+    both submodules are then replaced by real ones (the rotary inv_freq buffer comes from the source).
+    """
+    import torch
+    from transformers import Qwen3ForSequenceClassification
+
+    config = copy.deepcopy(source.lm.config)
+    config.num_labels = 1
+    config.id2label, config.label2id = {0: "relevance"}, {"relevance": 0}
+    config.architectures = ["Qwen3ForSequenceClassification"]
+    # Without it batches > 1 fail and right padding scores the wrong token.
+    config.pad_token_id = source.contract.pad_id
+    with torch.device("meta"):
+        model = Qwen3ForSequenceClassification(config)
+    model.model = copy.deepcopy(source.lm.model)
+    yes, no = source.head_rows()
+    head = torch.nn.Linear(config.hidden_size, 1, bias=False)
+    with torch.no_grad():
+        head.weight.copy_((yes - no).unsqueeze(0))
+    expected = (1, config.hidden_size)
+    if tuple(head.weight.shape) != expected:
+        raise ValueError(f"score head has shape {tuple(head.weight.shape)}, expected {expected}")
+    model.score = head
+    return model.to(torch_dtype(dtype)).eval()
+
+
+def export(source: Any, out_root: Path, spec: Any, options: dict[str, Any]) -> Manifest:
+    """Write <out_root>/<spec.name>/: config, safetensors, tokenizer, manifest."""
+    from ..tiny import write_rope_theta
+
+    model = to_sequence_classifier(source, spec.dtype)
+    target = Path(out_root) / spec.name
+    log.info("writing %s (%s) to %s", spec.name, spec.dtype, target)
+    with atomic_dir(target) as tmp:
+        model.save_pretrained(str(tmp))
+        source.tokenizer.save_pretrained(str(tmp))
+        write_rope_theta(tmp / "config.json", 1_000_000.0)
+        backend = TorchBackend(model, spec.name)
+        per_token = measure_activation_bytes_per_token(backend.logits, model.config.vocab_size)
+        weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+        manifest = build_manifest(source, tmp, spec.name, spec.dtype, weight_bytes, per_token)
+        manifest.write(tmp)
+    return manifest
+
+
+class TorchBackend:
+    """Scores with a Hugging Face sequence-classification model (the baseline's runtime)."""
+
+    def __init__(self, model: Any, name: str = "torch") -> None:
+        self.model = model
+        self.name = name
+        self.device = next(model.parameters()).device
+
+    def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        import torch
+
+        ids = torch.as_tensor(input_ids, device=self.device)
+        mask = torch.as_tensor(attention_mask, device=self.device)
+        try:
+            with torch.inference_mode():
+                out = self.model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+        except torch.OutOfMemoryError as exc:
+            raise OutOfMemory(str(exc)) from exc
+        return out[:, 0].float().cpu().numpy()
+
+
+def load(folder: Path, manifest: Manifest, device: str = "cpu") -> TorchBackend:
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    dtype = torch_dtype(manifest.dtype)
+    model = AutoModelForSequenceClassification.from_pretrained(str(folder), dtype=dtype).to(device).eval()
+    return TorchBackend(model, manifest.format)

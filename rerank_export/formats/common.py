@@ -1,0 +1,89 @@
+"""Pieces every exporter shares: memory measurement and the manifest skeleton."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..contract import TEMPLATE_ID
+from ..manifest import Manifest, MemoryModel, describe_files
+
+log = logging.getLogger(__name__)
+
+MEASURE_BATCH, MEASURE_LENGTH = 4, 512
+
+
+def rss_bytes() -> int:
+    return _status_kb("VmRSS") * 1024
+
+
+def peak_rss_bytes() -> int:
+    return _status_kb("VmHWM") * 1024
+
+
+def _status_kb(key: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark (Linux >= 4.0); False where that is not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def measure_peak_above(fn: Callable[[], Any]) -> int:
+    """Peak RSS during fn() above the RSS just before it, in bytes."""
+    reset_peak_rss()
+    before = rss_bytes()
+    fn()
+    return max(0, peak_rss_bytes() - before)
+
+
+def measure_activation_bytes_per_token(logits_fn: Callable[[np.ndarray, np.ndarray], Any],
+                                       vocab: int, batch: int = MEASURE_BATCH,
+                                       length: int = MEASURE_LENGTH) -> int:
+    """Activation bytes per token: peak RSS above the loaded model for a batch x length forward pass."""
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, vocab, size=(batch, length), dtype=np.int64)
+    mask = np.ones_like(ids)
+    logits_fn(ids[:1, :16], mask[:1, :16])  # warm up lazy initialisation outside the measurement
+    peak = measure_peak_above(lambda: logits_fn(ids, mask))
+    return max(1, peak // (batch * length))
+
+
+def build_manifest(source: Any, folder: Path, name: str, dtype: str, weight_bytes: int,
+                   activation_bytes_per_token: int, details: dict[str, Any] | None = None,
+                   overhead_bytes: int = 0) -> Manifest:
+    """The manifest of a finished artifact folder (files hashed last)."""
+    contract = source.contract
+    manifest = Manifest(
+        format=name,
+        dtype=dtype,
+        source_model=source.model_id,
+        source_revision=source.revision,
+        yes_id=contract.yes_id,
+        no_id=contract.no_id,
+        max_length=int(min(contract.max_length, source.lm.config.max_position_embeddings)),
+        memory=MemoryModel(
+            weight_bytes=int(weight_bytes),
+            overhead_bytes=int(overhead_bytes),
+            activation_bytes_per_token=int(activation_bytes_per_token),
+            measured_on="cpu",
+            measured_at_tokens=MEASURE_BATCH * MEASURE_LENGTH,
+        ),
+        template=TEMPLATE_ID,
+        details=details or {},
+    )
+    manifest.files = describe_files(folder)
+    return manifest

@@ -1,0 +1,143 @@
+"""The embedded default: a deterministic random-weight Qwen3 reranker that needs no download.
+
+Same architecture as Qwen3-Reranker (tied embeddings, GQA, q/k norms), small sizes; the hidden and
+intermediate sizes are multiples of 128 so 4-bit group size 128 applies. Without a tokenizer folder it
+trains a small byte-level BPE tokenizer on built-in text, with the Qwen special tokens and single-token
+"yes" and "no", and writes it in the same vocab.json + merges.txt layout as the real one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from .contract import NO_TOKEN, PREFIX, SUFFIX, YES_TOKEN, Contract, load_tokenizer
+from .evalsets import builtin_eval_set
+from .manifest import atomic_dir
+
+log = logging.getLogger(__name__)
+
+# Qwen2/Qwen3's pre-tokenizer split, so the small tokenizer segments text the way the real one does.
+QWEN_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+SPECIAL_TOKENS = [
+    ("<|endoftext|>", True),
+    ("<|im_start|>", True),
+    ("<|im_end|>", True),
+    ("<think>", False),
+    ("</think>", False),
+]
+SMALL_VOCAB = 2048
+
+
+@dataclass(frozen=True)
+class TinySizes:
+    """Small enough for tests on 2 cores; multiples of 128 where AWQ groups need them."""
+
+    hidden_size: int = 128
+    intermediate_size: int = 384
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 2
+    head_dim: int = 32
+    max_position_embeddings: int = 32768
+    # Larger than Qwen's 0.02 so random scores spread over (0, 1) and rankings mean something.
+    initializer_range: float = 0.08
+
+
+def build_small_tokenizer(out: Path) -> None:
+    """Train a byte-level BPE on built-in text and save it as a Qwen2Tokenizer folder."""
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN_SPLIT), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    trainer = trainers.BpeTrainer(
+        vocab_size=SMALL_VOCAB, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+    )
+    tok.train_from_iterator(_corpus(), trainer=trainer)
+    tok.model.save(str(out))
+    vocab_size = tok.get_vocab_size()
+    added = {
+        str(vocab_size + i): {
+            "content": text, "lstrip": False, "normalized": False, "rstrip": False,
+            "single_word": False, "special": special,
+        }
+        for i, (text, special) in enumerate(SPECIAL_TOKENS)
+    }
+    config = {
+        "tokenizer_class": "Qwen2Tokenizer",
+        "add_bos_token": False,
+        "added_tokens_decoder": added,
+        "bos_token": None,
+        "eos_token": "<|im_end|>",
+        "pad_token": "<|endoftext|>",
+        "unk_token": None,
+        "errors": "replace",
+        "clean_up_tokenization_spaces": False,
+        "model_max_length": 131072,
+        "split_special_tokens": False,
+    }
+    (out / "tokenizer_config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False))
+
+
+def _corpus() -> list[str]:
+    texts = [PREFIX, SUFFIX] + [f"{YES_TOKEN} {NO_TOKEN} {YES_TOKEN}\n{NO_TOKEN}\n"] * 200
+    for group in builtin_eval_set().groups:
+        texts.append(group.query)
+        texts.extend(group.documents)
+    return texts
+
+
+def build_tiny(out: str | Path, tokenizer_dir: str | Path | None = None, seed: int = 0,
+               sizes: TinySizes = TinySizes()) -> Path:
+    """Write a tiny random-weight Qwen3ForCausalLM reranker (bf16, like the real checkpoint) to `out`."""
+    out = Path(out)
+    with atomic_dir(out) as tmp:
+        if tokenizer_dir is None:
+            build_small_tokenizer(tmp)
+            tok = load_tokenizer(tmp)
+        else:
+            tok = load_tokenizer(tokenizer_dir)
+            tok.save_pretrained(str(tmp))
+        _save_model(tmp, tok, seed, sizes)
+    log.info("wrote tiny Qwen3 reranker to %s", out)
+    return out
+
+
+def _save_model(out: Path, tok, seed: int, sizes: TinySizes) -> None:
+    import torch
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    contract = Contract(tok)
+    contract.yes_id, contract.no_id  # fail early if yes/no are not single tokens
+    config = Qwen3Config(
+        vocab_size=len(tok),
+        rope_theta=1_000_000.0,
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=True,
+        bos_token_id=tok.pad_token_id,
+        eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
+        pad_token_id=tok.pad_token_id,
+        **sizes.__dict__,
+    )
+    config.architectures = ["Qwen3ForCausalLM"]
+    torch.manual_seed(seed)
+    model = Qwen3ForCausalLM(config).to(torch.bfloat16)
+    model.save_pretrained(str(out))
+    write_rope_theta(out / "config.json", 1_000_000.0)
+
+
+def write_rope_theta(config_path: Path, default: float) -> None:
+    """transformers 5 writes only `rope_parameters`; older loaders read a top-level `rope_theta`."""
+    cfg = json.loads(config_path.read_text())
+    theta = (cfg.get("rope_parameters") or {}).get("rope_theta", cfg.get("rope_theta", default))
+    cfg["rope_theta"] = theta
+    config_path.write_text(json.dumps(cfg, indent=2, sort_keys=True))

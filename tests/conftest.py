@@ -1,0 +1,64 @@
+"""Session-scoped tiny models built offline from the real Qwen3 tokenizer in ../shared/fixtures."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT.parent / "shared" / "fixtures"
+QWEN_TOKENIZER = FIXTURES / "qwen3-reranker-0.6b"
+NOVELEVAL = FIXTURES / "noveleval-2306"
+T2RANKING_SMALL = FIXTURES / "t2ranking-100" / "t2rank_100.small.jsonl"
+
+
+def pytest_collection_modifyitems(config, items):
+    if not QWEN_TOKENIZER.is_dir():
+        skip = pytest.mark.skip(reason=f"{QWEN_TOKENIZER} not found (../shared beside the checkout)")
+        for item in items:
+            if "needs_fixtures" in item.keywords:
+                item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def qwen_tokenizer():
+    from rerank_export.contract import load_tokenizer
+
+    return load_tokenizer(QWEN_TOKENIZER)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """Tiny random Qwen3 reranker with the real tokenizer (read-only: copy it before mutating)."""
+    from rerank_export.tiny import build_tiny
+
+    return build_tiny(tmp_path_factory.mktemp("models") / "tiny", tokenizer_dir=QWEN_TOKENIZER, seed=0)
+
+
+@pytest.fixture(scope="session")
+def source(tiny_model):
+    from rerank_export.reference import SourceModel
+
+    return SourceModel(str(tiny_model))
+
+
+@pytest.fixture(scope="session")
+def baseline_artifacts(tmp_path_factory, source) -> Path:
+    """fp32 and bf16 baseline artifacts of the tiny model (read-only)."""
+    from rerank_export.export import export_formats
+
+    root = tmp_path_factory.mktemp("artifacts")
+    export_formats(source.model_id, None, root, ["baseline-fp32", "baseline-bf16"], source=source)
+    return root
+
+
+@pytest.fixture
+def copy_tree(tmp_path):
+    def _copy(src: Path, name: str | None = None) -> Path:
+        dst = tmp_path / (name or Path(src).name)
+        shutil.copytree(src, dst)
+        return dst
+
+    return _copy
