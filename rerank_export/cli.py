@@ -22,13 +22,18 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="rerank-export", description="Export, parity-check and serve Qwen3 rerankers.")
-    parser.add_argument("--verbose", "-v", action="store_true", help="debug logging and tracebacks")
-    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars or info logs")
+    # The flags work before or after the subcommand; SUPPRESS keeps a subparser from resetting them.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--verbose", "-v", action="store_true", default=argparse.SUPPRESS,
+                        help="debug logging and tracebacks")
+    common.add_argument("--quiet", "-q", action="store_true", default=argparse.SUPPRESS,
+                        help="no progress bars or info logs")
+    parser = _Parser(prog="rerank-export", description="Export, parity-check and serve Qwen3 rerankers.",
+                     parents=[common])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for module in COMMANDS:
-        cmd = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
+        cmd = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP, parents=[common])
         module.add_arguments(cmd)
         cmd.set_defaults(run=module.run)
     return parser
@@ -48,6 +53,8 @@ def _configure_logging(verbose: bool, quiet: bool) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.verbose = getattr(args, "verbose", False)
+    args.quiet = getattr(args, "quiet", False)
     _configure_logging(args.verbose, args.quiet)
     try:
         return int(args.run(args) or 0)

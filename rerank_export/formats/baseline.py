@@ -55,7 +55,13 @@ def to_sequence_classifier(source: Any, dtype: str = "fp32") -> Any:
     if tuple(head.weight.shape) != expected:
         raise ValueError(f"score head has shape {tuple(head.weight.shape)}, expected {expected}")
     model.score = head
-    return model.to(torch_dtype(dtype)).eval()
+    model = model.to(torch_dtype(dtype)).eval()
+    # Module.to() casts buffers too; RoPE frequencies stay fp32 as from_pretrained would leave them.
+    rotary = model.model.rotary_emb
+    rotary.inv_freq = source.lm.model.rotary_emb.inv_freq.clone()
+    if hasattr(rotary, "original_inv_freq"):
+        rotary.original_inv_freq = rotary.inv_freq
+    return model
 
 
 def export(source: Any, out_root: Path, spec: Any, options: dict[str, Any]) -> Manifest:

@@ -1,0 +1,273 @@
+"""The parity gate: score eval sets with the reference and with each artifact, compare, record a verdict.
+
+The reference comes from the original causal LM's last-position yes/no logits (reference.py), computed
+independently of any artifact. Every breached metric of every artifact is collected before the verdict.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from scipy import stats
+
+from .errors import ArtifactError, RerankExportError, UsageError
+from .evalsets import EvalSet
+from .formats import get_format
+from .formats.spec import Thresholds
+from .manifest import find_artifacts, read_manifest, verify_files
+from .reference import ReferenceBackend, SourceModel
+from .scoring import Backend, score_encoded
+
+log = logging.getLogger(__name__)
+
+NDCG_K = 10
+
+
+@dataclass
+class ParityReport:
+    name: str
+    passed: bool
+    metrics: dict[str, Any]
+    breaches: list[str]
+    thresholds: dict[str, float]
+    scores: dict[str, list[float]] = field(default_factory=dict)  # eval set -> artifact scores
+    reference: dict[str, list[float]] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        return {"verdict": "pass" if self.passed else "fail", "metrics": self.metrics,
+                "breaches": self.breaches, "thresholds": self.thresholds}
+
+
+def score_set(backend: Backend, source: SourceModel, evalset: EvalSet, progress: bool = False) -> list[float]:
+    """Scores for every (query, document) of the set in order, batched across queries."""
+    encoded = [source.contract.encode(g.query, d, g.instruction) for g in evalset.groups for d in g.documents]
+    return score_encoded(backend, encoded, source.contract.pad_id, progress=progress).scores
+
+
+def _split(values: Sequence[float], evalset: EvalSet) -> list[np.ndarray]:
+    parts, start = [], 0
+    for group in evalset.groups:
+        parts.append(np.asarray(values[start:start + len(group.documents)], dtype=np.float64))
+        start += len(group.documents)
+    return parts
+
+
+def ndcg(gains_in_ranked_order: np.ndarray, ideal_gains: np.ndarray, k: int = NDCG_K) -> float:
+    """NDCG@k with linear gains; 1.0 when every gain is zero (nothing to rank)."""
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    dcg = float(np.sum(gains_in_ranked_order[:k] * discounts[: len(gains_in_ranked_order[:k])]))
+    ideal = np.sort(ideal_gains)[::-1][:k]
+    idcg = float(np.sum(ideal * discounts[: len(ideal)]))
+    return 1.0 if idcg == 0 else dcg / idcg
+
+
+def _ranking(scores: np.ndarray) -> np.ndarray:
+    return np.argsort(-scores, kind="stable")
+
+
+def _group_metrics(ref: np.ndarray, cand: np.ndarray) -> dict[str, float]:
+    out = {"ndcg10_vs_reference": ndcg(ref[_ranking(cand)], ref),
+           "top1": float(_ranking(cand)[0] in np.flatnonzero(ref == ref.max()))}
+    if len(ref) >= 2 and np.ptp(ref) > 0 and np.ptp(cand) > 0:
+        out["spearman"] = float(stats.spearmanr(ref, cand).statistic)
+        out["kendall"] = float(stats.kendalltau(ref, cand).statistic)
+    return out
+
+
+def compare(reference: Sequence[float], candidate: Sequence[float], evalset: EvalSet,
+            thresholds: Thresholds, name: str = "artifact") -> ParityReport:
+    """All parity metrics of `candidate` against `reference` on one eval set, and the breaches."""
+    ref = np.asarray(reference, dtype=np.float64)
+    cand = np.asarray(candidate, dtype=np.float64)
+    finite = np.isfinite(cand)
+    metrics: dict[str, Any] = {"pairs": int(len(ref)), "queries": len(evalset.groups),
+                               "non_finite": int((~finite).sum())}
+    breaches = [f"non_finite: {metrics['non_finite']} scores are NaN or inf"] if not finite.all() else []
+    # NaN compares as a failure everywhere below: it propagates into max/mean and fails each check.
+    delta = np.abs(ref - cand)
+    metrics["max_abs_dp"] = float(np.max(delta)) if finite.all() else math.nan
+    metrics["mean_abs_dp"] = float(np.mean(delta)) if finite.all() else math.nan
+    per_group = [_group_metrics(r, c) for r, c in zip(_split(ref, evalset), _split(cand, evalset))] \
+        if finite.all() else []
+    for key in ("spearman", "kendall", "ndcg10_vs_reference", "top1"):
+        values = [g[key] for g in per_group if key in g]
+        metrics[f"{key}_mean"] = float(np.mean(values)) if values else math.nan
+        metrics[f"{key}_worst"] = float(np.min(values)) if values else math.nan
+    metrics.update(_label_metrics(ref, cand, evalset) if finite.all() else {})
+    breaches += _breaches(metrics, thresholds)
+    return ParityReport(name, not breaches, metrics, breaches, dict(thresholds.__dict__),
+                        {evalset.name: cand.tolist()}, {evalset.name: ref.tolist()})
+
+
+def _label_metrics(ref: np.ndarray, cand: np.ndarray, evalset: EvalSet) -> dict[str, float]:
+    rows = [(g.labels, r, c) for g, r, c in zip(evalset.groups, _split(ref, evalset), _split(cand, evalset))
+            if g.labels is not None]
+    if not rows:
+        return {}
+    ref_ndcg = [ndcg(np.asarray(lab)[_ranking(r)], np.asarray(lab)) for lab, r, _ in rows]
+    cand_ndcg = [ndcg(np.asarray(lab)[_ranking(c)], np.asarray(lab)) for lab, _, c in rows]
+    return {"label_ndcg10_reference": float(np.mean(ref_ndcg)), "label_ndcg10_artifact": float(np.mean(cand_ndcg)),
+            "labelled_queries": len(rows)}
+
+
+# metric -> (threshold field, "max" if the metric must stay below it else "min")
+CHECKS = {
+    "max_abs_dp": ("max_abs_dp", "max"),
+    "mean_abs_dp": ("mean_abs_dp", "max"),
+    "spearman_mean": ("min_spearman_mean", "min"),
+    "spearman_worst": ("min_spearman_worst", "min"),
+    "kendall_mean": ("min_kendall_mean", "min"),
+    "top1_mean": ("min_top1", "min"),
+    "ndcg10_vs_reference_mean": ("min_ndcg10", "min"),
+}
+
+
+def _breaches(metrics: dict[str, Any], thresholds: Thresholds) -> list[str]:
+    out = []
+    for metric, (field_name, kind) in CHECKS.items():
+        limit = getattr(thresholds, field_name)
+        value = metrics.get(metric, math.nan)
+        if limit is None:
+            continue
+        if math.isnan(value):
+            if metric.startswith(("spearman", "kendall")) and metrics.get("non_finite", 0) == 0:
+                continue  # no query with varying scores: nothing to correlate
+            out.append(f"{metric} is NaN")
+        elif (kind == "max" and value > limit) or (kind == "min" and value < limit):
+            out.append(f"{metric} {value:.6g} {'>' if kind == 'max' else '<'} {limit:g}")
+    return out
+
+
+def combine(eval_sets: Sequence[EvalSet]) -> EvalSet:
+    """One set holding every group of `eval_sets` (metrics are computed over all queries)."""
+    if not eval_sets:
+        raise UsageError("no eval set given")
+    return EvalSet("+".join(e.name for e in eval_sets), tuple(g for e in eval_sets for g in e.groups))
+
+
+def load_thresholds(path: str | Path | None) -> dict[str, dict[str, float]]:
+    """Per-format overrides from JSON or TOML: {"onnx-int8": {"max_abs_dp": 0.05}, ...}."""
+    if path is None:
+        return {}
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"thresholds file '{path}' not found")
+    try:
+        if path.suffix == ".toml":
+            import tomllib
+
+            data = tomllib.loads(path.read_text())
+        else:
+            data = json.loads(path.read_text())
+    except ValueError as exc:
+        raise UsageError(f"thresholds file '{path}' is not valid {path.suffix.lstrip('.') or 'JSON'}: {exc}") from exc
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise UsageError(f"thresholds file '{path}' must map format names to {{metric: limit}} tables")
+    for name in data:
+        get_format(name)  # unknown format names are an error listing the known ones
+    return data
+
+
+def check_artifacts(root: str | Path, source: SourceModel, eval_sets: Sequence[EvalSet],
+                    thresholds: dict[str, dict[str, float]] | None = None,
+                    names: Sequence[str] | None = None, progress: bool = False) -> list[ParityReport]:
+    """Check every artifact under `root` (or only `names`), write its reports, record its verdict."""
+    folders = [f for f in find_artifacts(root) if names is None or f.name in names]
+    if not folders:
+        raise ArtifactError(f"no artifact folders (with manifest.json) under '{root}'")
+    evalset = combine(eval_sets)
+    log.info("parity: %d artifacts, %d queries, %d pairs", len(folders), len(evalset.groups), evalset.num_pairs)
+    reference = score_set(ReferenceBackend(source), source, evalset, progress)
+    return [_check_one(f, source, evalset, reference, thresholds or {}, progress) for f in folders]
+
+
+def _check_one(folder: Path, source: SourceModel, evalset: EvalSet, reference: list[float],
+               overrides: dict[str, dict[str, float]], progress: bool) -> ParityReport:
+    manifest = read_manifest(folder)
+    spec = get_format(manifest.format)
+    limits = spec.thresholds.override(overrides.get(spec.name, {}))
+    try:
+        verify_files(folder, manifest)
+        _check_contract(manifest, source)
+        backend = spec.loader(folder, manifest, "cpu")
+        scores = score_set(backend, source, evalset, progress)
+    except RerankExportError as exc:
+        report = ParityReport(spec.name, False, {}, [f"cannot score: {exc}"], dict(limits.__dict__))
+    else:
+        report = compare(reference, scores, evalset, limits, spec.name)
+    report.metrics["eval_sets"] = evalset.name
+    write_reports(folder, report)
+    manifest.parity = {**report.summary(), "eval_sets": evalset.name.split("+"),
+                       "reference": {"model": source.model_id, "revision": source.revision},
+                       "checked_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    manifest.write(folder)
+    return report
+
+
+def _check_contract(manifest: Any, source: SourceModel) -> None:
+    ids = (source.contract.yes_id, source.contract.no_id)
+    if (manifest.yes_id, manifest.no_id) != ids:
+        raise ArtifactError(
+            f"artifact was built for yes/no ids {(manifest.yes_id, manifest.no_id)}, the reference uses {ids}: "
+            "check --model names the model the artifact was exported from"
+        )
+
+
+def write_reports(folder: Path, report: ParityReport) -> None:
+    """parity.json (metrics and every score), parity.md (readable), parity.png (scatter)."""
+    (folder / "parity.json").write_text(json.dumps(
+        {**report.summary(), "name": report.name, "scores": report.scores, "reference": report.reference},
+        indent=1, allow_nan=True))
+    (folder / "parity.md").write_text(render_markdown([report]))
+    if report.scores:
+        _scatter(folder / "parity.png", report)
+
+
+def _scatter(path: Path, report: ParityReport) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ref = np.concatenate([np.asarray(v) for v in report.reference.values()])
+    cand = np.concatenate([np.asarray(v) for v in report.scores.values()])
+    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=100)
+    ax.plot([0, 1], [0, 1], color="0.7", lw=1)
+    ax.scatter(ref, np.nan_to_num(cand, nan=-0.05), s=8, alpha=0.7)  # NaNs drawn below 0, still failed
+    ax.set(xlabel="reference p(yes)", ylabel=f"{report.name} p(yes)", xlim=(-0.07, 1.02), ylim=(-0.07, 1.02),
+           title=f"{report.name}: {'PASS' if report.passed else 'FAIL'} "
+                 f"(max |dp| {report.metrics.get('max_abs_dp', math.nan):.2g})")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+SUMMARY_METRICS = ["max_abs_dp", "mean_abs_dp", "spearman_mean", "spearman_worst", "kendall_mean",
+                   "top1_mean", "ndcg10_vs_reference_mean", "label_ndcg10_reference", "label_ndcg10_artifact"]
+
+
+def render_markdown(reports: Sequence[ParityReport]) -> str:
+    """A table of every artifact's verdict and metrics, then every breach."""
+    head = "| artifact | verdict | " + " | ".join(SUMMARY_METRICS) + " |"
+    rule = "|" + "---|" * (len(SUMMARY_METRICS) + 2)
+    rows = [f"| {r.name} | {'PASS' if r.passed else '**FAIL**'} | "
+            + " | ".join(_fmt(r.metrics.get(m)) for m in SUMMARY_METRICS) + " |" for r in reports]
+    lines = ["# Parity against the reference", "", head, rule, *rows, ""]
+    for r in reports:
+        lines += [f"- {r.name}: breached {b}" for b in r.breaches]
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)

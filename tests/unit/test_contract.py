@@ -1,0 +1,82 @@
+import json
+
+import pytest
+
+from rerank_export.cli import main
+from rerank_export.contract import (DEFAULT_INSTRUCTION, PREFIX, SUFFIX, Contract, format_body, pad_left,
+                                    p_yes_from_logit)
+from rerank_export.errors import ContractError
+
+from ..conftest import QWEN_TOKENIZER
+
+pytestmark = pytest.mark.needs_fixtures
+
+# From ../shared/fixtures/qwen3-reranker-0.6b/SOURCE.md, produced there by the upstream tokenizer.
+SOURCE_MD_IDS = [151644, 8948, 198, 60256, 3425, 279, 11789, 20027, 279, 8502, 3118, 389, 279, 11361, 323, 279,
+                 758, 1235, 3897, 13, 7036, 429, 279, 4226, 646, 1172, 387, 330, 9693, 1, 476, 330, 2152, 3263,
+                 151645, 198, 151644, 872, 198, 27, 641, 1235, 26818, 16246, 264, 3482, 2711, 3239, 11, 17179,
+                 9760, 46769, 429, 4226, 279, 3239, 198, 27, 2859, 26818, 3555, 374, 279, 6722, 315, 5616, 5267,
+                 75692, 26818, 576, 6722, 315, 5616, 374, 26549, 13, 151645, 198, 151644, 77091, 198, 151667, 271,
+                 151668, 271]
+QUERY, DOC = "What is the capital of China?", "The capital of China is Beijing."
+
+
+def test_full_prompt_matches_the_85_reference_ids(qwen_tokenizer):
+    encoded = Contract(qwen_tokenizer).encode(QUERY, DOC)
+    assert encoded.input_ids == SOURCE_MD_IDS
+    assert not encoded.truncated
+
+
+def test_yes_no_ids_come_from_the_tokenizer(qwen_tokenizer):
+    contract = Contract(qwen_tokenizer)
+    assert (contract.yes_id, contract.no_id) == (9693, 2152)  # SOURCE.md's values, looked up, not typed in code
+
+
+def test_template_text_is_the_model_cards(qwen_tokenizer):
+    text = qwen_tokenizer.decode(Contract(qwen_tokenizer).encode(QUERY, DOC).input_ids)
+    assert text == PREFIX + f"<Instruct>: {DEFAULT_INSTRUCTION}\n<Query>: {QUERY}\n<Document>: {DOC}" + SUFFIX
+    assert SUFFIX.endswith("<think>\n\n</think>\n\n")
+
+
+def test_truncation_shortens_only_the_document(qwen_tokenizer):
+    contract = Contract(qwen_tokenizer, max_length=120)
+    encoded = contract.encode(QUERY, "Beijing is big. " * 200, "Find the answer")
+    assert encoded.truncated and len(encoded.input_ids) == 120
+    assert encoded.input_ids[: len(contract.prefix_ids)] == contract.prefix_ids
+    assert encoded.input_ids[-len(contract.suffix_ids):] == contract.suffix_ids
+    text = qwen_tokenizer.decode(encoded.input_ids)
+    assert "<Instruct>: Find the answer\n<Query>: " + QUERY + "\n<Document>: Beijing is big." in text
+
+
+def test_query_that_fills_the_budget_is_an_error(qwen_tokenizer):
+    with pytest.raises(ContractError, match="shorten the query or raise --max-length"):
+        Contract(qwen_tokenizer, max_length=60).encode("word " * 100, DOC)
+
+
+def test_empty_query_is_an_error(qwen_tokenizer):
+    with pytest.raises(ContractError, match="query is empty"):
+        Contract(qwen_tokenizer).encode("   ", DOC)
+
+
+def test_pad_left_puts_real_tokens_last():
+    ids, mask = pad_left([[1, 2, 3], [4]], pad_id=0)
+    assert ids == [[1, 2, 3], [0, 0, 4]] and mask == [[1, 1, 1], [0, 0, 1]]
+
+
+def test_p_yes_is_a_stable_sigmoid():
+    assert p_yes_from_logit(0.0) == 0.5
+    assert p_yes_from_logit(-1000.0) == 0.0 and p_yes_from_logit(1000.0) == 1.0
+    assert format_body("q", "d") == f"<Instruct>: {DEFAULT_INSTRUCTION}\n<Query>: q\n<Document>: d"
+
+
+def test_prompt_command_prints_ids_as_json(capsys):
+    code = main(["prompt", "--tokenizer", str(QWEN_TOKENIZER), "--query", QUERY, "--document", DOC, "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0 and out["input_ids"] == SOURCE_MD_IDS and out["num_tokens"] == 85
+
+
+def test_prompt_command_rejects_a_too_small_max_length(capsys):
+    code = main(["prompt", "--tokenizer", str(QWEN_TOKENIZER), "--query", QUERY, "--document", DOC,
+                 "--max-length", "40"])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1 and "max length 40" in err
