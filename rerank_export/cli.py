@@ -52,7 +52,10 @@ def _configure_logging(verbose: bool, quiet: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2): return the code, don't exit the caller
+        return int(exc.code or 0)
     args.verbose = getattr(args, "verbose", False)
     args.quiet = getattr(args, "quiet", False)
     _configure_logging(args.verbose, args.quiet)

@@ -1,0 +1,52 @@
+import math
+
+import numpy as np
+import pytest
+
+from rerank_export.evalsets import EvalGroup, EvalSet
+from rerank_export.formats.spec import Thresholds
+from rerank_export.parity import compare, ndcg
+
+EVALSET = EvalSet("t", (EvalGroup("a", "q1", ("d1", "d2", "d3"), (2.0, 0.0, 1.0)),
+                        EvalGroup("b", "q2", ("d4", "d5", "d6"), None)))
+REF = [0.9, 0.1, 0.5, 0.2, 0.3, 0.8]
+
+
+def _dcg(gains):
+    return sum(g / math.log2(i + 2) for i, g in enumerate(gains))
+
+
+def test_ndcg_matches_the_textbook_formula():
+    gains = np.array([0.0, 2.0, 1.0])
+    assert ndcg(gains, gains) == pytest.approx(_dcg([0, 2, 1]) / _dcg([2, 1, 0]))
+    assert ndcg(np.zeros(3), np.zeros(3)) == 1.0
+
+
+def test_identical_scores_pass_everything():
+    report = compare(REF, REF, EVALSET, Thresholds())
+    assert report.passed and report.breaches == []
+    assert report.metrics["max_abs_dp"] == 0 and report.metrics["spearman_worst"] == pytest.approx(1.0)
+    assert report.metrics["label_ndcg10_reference"] == report.metrics["label_ndcg10_artifact"] == 1.0
+
+
+def test_a_flipped_ranking_breaches_every_ranking_metric():
+    cand = [1 - x for x in REF]
+    report = compare(REF, cand, EVALSET, Thresholds())
+    breached = {b.split()[0] for b in report.breaches}
+    assert not report.passed
+    assert {"max_abs_dp", "mean_abs_dp", "spearman_mean", "spearman_worst", "kendall_mean", "top1_mean",
+            "ndcg10_vs_reference_mean"} <= breached
+
+
+def test_nan_is_a_failure_never_clamped():
+    cand = list(REF)
+    cand[2] = float("nan")
+    report = compare(REF, cand, EVALSET, Thresholds(max_abs_dp=1.0, mean_abs_dp=1.0))
+    assert not report.passed and report.metrics["non_finite"] == 1
+    assert report.breaches[0].startswith("non_finite")
+
+
+def test_small_drift_within_limits_passes_and_is_measured():
+    cand = [x + 0.004 for x in REF]
+    report = compare(REF, cand, EVALSET, Thresholds(max_abs_dp=0.01, mean_abs_dp=0.01))
+    assert report.passed and report.metrics["max_abs_dp"] == pytest.approx(0.004)
