@@ -1,0 +1,156 @@
+"""`build`: a recipe's export -> parity -> selection, ending in one summary table (SUMMARY.md)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import ArtifactError
+from .evalsets import load_eval_set
+from .export import export_formats
+from .manifest import Manifest, read_manifest, verify_files
+from .parity import check_artifacts
+from .recipe import ArtifactSpec, Recipe, TargetSpec
+from .reference import SourceModel
+
+log = logging.getLogger(__name__)
+
+SUMMARY = "SUMMARY.md"
+
+
+@dataclass
+class BuildResult:
+    built: list[str]
+    skipped: list[str]
+    manifests: dict[str, Manifest]
+    targets: list[tuple[TargetSpec, Any]]  # (target, select.Decision)
+    summary: str
+
+    @property
+    def passed(self) -> bool:
+        return all(m.verified for m in self.manifests.values())
+
+
+def recipe_stamp(recipe: Recipe, artifact: ArtifactSpec) -> dict[str, Any]:
+    """What an artifact was built from; equal stamps mean it need not be rebuilt."""
+    return {"recipe": recipe.name, "model": recipe.source.model, "revision": recipe.source.revision,
+            "format": artifact.format, "options": dict(artifact.options)}
+
+
+def is_current(folder: Path, stamp: dict[str, Any]) -> bool:
+    """True when `folder` holds a complete artifact built from the same recipe entry and source."""
+    try:
+        manifest = read_manifest(folder)
+        verify_files(folder, manifest)
+    except ArtifactError:
+        return False
+    return manifest.recipe == stamp
+
+
+def build(recipe: Recipe, out: Path, force: bool = False, progress: bool = True) -> BuildResult:
+    """Export what is missing or stale, gate every recipe artifact on parity, and pick per target."""
+    _ensure_tiny_source(recipe)
+    stamps = {a.format: recipe_stamp(recipe, a) for a in recipe.artifacts}
+    todo = [a for a in recipe.artifacts if force or not is_current(out / a.format, stamps[a.format])]
+    skipped = [a.format for a in recipe.artifacts if a not in todo]
+    for name in skipped:
+        log.info("%s is up to date (same recipe and source); --force rebuilds it", name)
+    source: SourceModel | None = None
+    if todo or _needs_parity(recipe, out, todo, force):
+        source = SourceModel(recipe.source.model, recipe.source.revision)
+    if todo:
+        export_formats(recipe.source.model, recipe.source.revision, out, [a.format for a in todo],
+                       {a.format: dict(a.options) for a in todo}, source=source)
+        for a in todo:
+            _stamp(out / a.format, stamps[a.format])
+    if source is not None:
+        eval_sets = [load_eval_set(_resolve(e, recipe)).limit(recipe.parity.max_queries) for e in recipe.parity.eval]
+        check_artifacts(out, source, eval_sets, recipe.parity.thresholds, _parity_names(recipe, out, todo, force),
+                        progress=progress)
+    manifests = {a.format: read_manifest(out / a.format) for a in recipe.artifacts}
+    decisions = [(t, _decide(out, t)) for t in recipe.targets]
+    summary = render_summary(recipe, manifests, decisions)
+    (out / SUMMARY).write_text(summary)
+    return BuildResult([a.format for a in todo], skipped, manifests, decisions, summary)
+
+
+def _ensure_tiny_source(recipe: Recipe) -> None:
+    model = Path(recipe.source.model)
+    if recipe.source.tiny_seed is not None and not (model / "config.json").is_file():
+        from .tiny import build_tiny
+
+        log.info("building the embedded tiny model into %s", model)
+        build_tiny(model, seed=recipe.source.tiny_seed)
+
+
+def _stamp(folder: Path, stamp: dict[str, Any]) -> None:
+    manifest = read_manifest(folder)
+    manifest.recipe = stamp
+    manifest.write(folder)
+
+
+def _parity_names(recipe: Recipe, out: Path, todo: list[ArtifactSpec], force: bool) -> list[str]:
+    """Rebuilt artifacts and those without a recorded verdict; a recorded verdict is kept otherwise."""
+    built = {a.format for a in todo}
+    return [a.format for a in recipe.artifacts
+            if force or a.format in built or read_manifest(out / a.format).parity is None]
+
+
+def _needs_parity(recipe: Recipe, out: Path, todo: list[ArtifactSpec], force: bool) -> bool:
+    return bool(_parity_names(recipe, out, todo, force))
+
+
+def _resolve(eval_name: str, recipe: Recipe) -> str:
+    """Eval paths in a recipe are relative to the recipe file; 'builtin' stays a name."""
+    path = Path(eval_name)
+    if eval_name == "builtin" or path.is_absolute() or not recipe.path:
+        return eval_name
+    return str(Path(recipe.path).parent / path)
+
+
+def _decide(out: Path, target: TargetSpec) -> Any:
+    from .runtime import plan
+
+    decision, _ = plan(out, target.device, target.memory, target.max_length)
+    return decision
+
+
+def render_summary(recipe: Recipe, manifests: dict[str, Manifest], decisions: list[tuple[TargetSpec, Any]]) -> str:
+    """Markdown: every artifact's size, ratio to the baseline, parity; then each target's pick and why."""
+    base = _baseline_bytes(manifests)
+    lines = [f"# {recipe.name}: build summary", "", f"Source: `{recipe.source.model}`"
+             + (f" @ `{recipe.source.revision}`" if recipe.source.revision else ""), "",
+             "| artifact | bytes | vs baseline | parity | max abs dp | spearman mean | top-1 | label NDCG@10 |",
+             "|---|---:|---:|---|---:|---:|---:|---:|"]
+    for name, m in manifests.items():
+        size = sum(f["bytes"] for f in m.files.values())
+        ratio = f"{size / base:.2f}x" if base else "-"
+        met = (m.parity or {}).get("metrics", {})
+        verdict = (m.parity or {}).get("verdict", "unchecked").upper()
+        lines.append(f"| {name} | {size:,} | {ratio} | {verdict} | {_f(met.get('max_abs_dp'))} | "
+                     f"{_f(met.get('spearman_mean'))} | {_f(met.get('top1_mean'))} | "
+                     f"{_f(met.get('label_ndcg10_artifact'))} |")
+    lines += ["", "| target | device | memory | max length | picks | why |", "|---|---|---|---:|---|---|"]
+    for target, decision in decisions:
+        chosen = decision.chosen
+        pick = Path(chosen.folder).name if chosen else "nothing fits"
+        why = chosen.reason if chosen else "; ".join(f"{Path(c.folder).name}: {c.reason}" for c in decision.candidates)
+        lines.append(f"| {target.name} | {target.device} | {target.memory} | {target.max_length} | {pick} | {why} |")
+    failed = [n for n, m in manifests.items() if not m.verified]
+    lines += ["", f"Parity: {'all artifacts pass' if not failed else 'FAILED: ' + ', '.join(failed)}", ""]
+    return "\n".join(lines)
+
+
+def _baseline_bytes(manifests: dict[str, Manifest]) -> int:
+    """Bytes of the 16-bit baseline (bf16, else fp16) the ratios are against; 0 when none was built."""
+    for name in ("baseline-bf16", "baseline-fp16"):
+        if name in manifests:
+            return sum(f["bytes"] for f in manifests[name].files.values())
+    return 0
+
+
+def _f(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, (int, float)) else "-"
+
