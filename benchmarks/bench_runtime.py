@@ -1,0 +1,112 @@
+"""Runtime benchmarks (CPU): the memory model against measured RSS, and the shared-prefix speed-up.
+
+    .venv/bin/python benchmarks/bench_runtime.py --shape tiny        # seconds
+    .venv/bin/python benchmarks/bench_runtime.py --shape qwen3-0.6b  # real 0.6B shape, random weights
+
+1. Memory: for batches of B x L tokens, peak RSS above the loaded RSS against the manifest's estimate
+   activation_bytes_per_token x B x L (weights are already resident). Reported as measured / estimated.
+   The GPU estimate is the same arithmetic; it was not measured on a GPU here.
+2. Prefix reuse: one query with N short documents, scored with and without reusing the query's KV cache.
+Random weights give real shapes and real costs; scores are meaningless and not reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from rerank_export.export import export_formats
+from rerank_export.formats.baseline import load
+from rerank_export.formats.common import measure_peak_above
+from rerank_export.manifest import read_manifest
+from rerank_export.prefix import PrefixReuseBackend
+from rerank_export.reference import SourceModel
+from rerank_export.scoring import score_encoded
+from rerank_export.tiny import TinySizes, build_tiny
+
+TOKENIZER = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "qwen3-reranker-0.6b"
+SHAPES = {
+    "tiny": TinySizes(),
+    # Qwen3-Reranker-0.6B's config.json: 28 layers, hidden 1024, MLP 3072, 16 q heads, 8 kv heads of 128.
+    "qwen3-0.6b": TinySizes(hidden_size=1024, intermediate_size=3072, num_hidden_layers=28, num_attention_heads=16,
+                            num_key_value_heads=8, head_dim=128, max_position_embeddings=40960,
+                            initializer_range=0.02),
+}
+MEMORY_SHAPES = [(1, 256), (4, 512), (8, 256), (1, 2048), (2, 2048)]
+
+
+def build_artifact(shape: str, work: Path) -> Path:
+    model = build_tiny(work / f"model-{shape}", TOKENIZER, seed=0, sizes=SHAPES[shape])
+    source = SourceModel(str(model))
+    export_formats(str(model), None, work / "artifacts", ["baseline-fp32"], source=source)
+    return work / "artifacts" / "baseline-fp32"
+
+
+def memory_rows(folder: Path, shapes: list[tuple[int, int]]) -> list[str]:
+    manifest = read_manifest(folder)
+    backend = load(folder, manifest, "cpu")
+    per_token = manifest.memory.activation_bytes_per_token
+    rng = np.random.default_rng(0)
+    backend.logits(np.ones((1, 16), np.int64), np.ones((1, 16), np.int64))  # lazy init outside the measure
+    rows = ["| B x L | tokens | estimated MiB | measured MiB | measured / estimated |", "|---|---|---|---|---|"]
+    for b, length in shapes:
+        ids = rng.integers(0, 1000, size=(b, length), dtype=np.int64)
+        measured = measure_peak_above(lambda ids=ids: backend.logits(ids, np.ones_like(ids)))
+        estimate = per_token * b * length
+        rows.append(f"| {b} x {length} | {b * length} | {estimate / 2**20:.1f} | {measured / 2**20:.1f} | "
+                    f"{measured / estimate:.2f} |")
+    return rows
+
+
+def prefix_rows(folder: Path, docs: int, repeats: int) -> list[str]:
+    manifest = read_manifest(folder)
+    plain = load(folder, manifest, "cpu")
+    reuse = PrefixReuseBackend(plain)
+    from rerank_export.contract import Contract, load_tokenizer
+
+    contract = Contract(load_tokenizer(folder))
+    rng = np.random.default_rng(0)
+    words = ["river", "city", "bridge", "market", "school", "garden", "music", "history", "science", "winter", "harbour", "library"]
+    query = "Which passage describes the history of the old harbour bridge in the city?"
+    pairs = [(query, " ".join(rng.choice(words, size=int(rng.integers(8, 24))))) for _ in range(docs)]
+    encoded = [contract.encode(q, d) for q, d in pairs]  # tokenisation is the same for both: not timed
+    tokens = sum(len(e.input_ids) for e in encoded)
+    backends = {"no reuse": plain, "prefix reuse": reuse}
+    timings: dict[str, list[float]] = {name: [] for name in backends}
+    for backend in backends.values():
+        score_encoded(backend, encoded[:2], contract.pad_id)  # warm-up
+    for _ in range(repeats):  # interleaved, so load from other processes hits both paths alike
+        for name, backend in backends.items():
+            start = time.perf_counter()
+            score_encoded(backend, encoded, contract.pad_id)
+            timings[name].append(time.perf_counter() - start)
+    timings = {k: min(v) for k, v in timings.items()}
+    return [f"{docs} documents, {tokens} tokens in all, best of {repeats}:",
+            "| path | seconds | docs/s |", "|---|---|---|",
+            *[f"| {k} | {v:.2f} | {docs / v:.1f} |" for k, v in timings.items()],
+            f"speed-up: {timings['no reuse'] / timings['prefix reuse']:.2f}x"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="tiny")
+    parser.add_argument("--docs", type=int, default=100)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--skip-prefix", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = build_artifact(args.shape, Path(tmp))
+        print(f"## {args.shape}: baseline-fp32, CPU\n")
+        if not args.skip_memory:
+            print("\n".join(memory_rows(folder, MEMORY_SHAPES)) + "\n")
+        if not args.skip_prefix:
+            print("\n".join(prefix_rows(folder, args.docs, args.repeats)))
+
+
+if __name__ == "__main__":
+    main()

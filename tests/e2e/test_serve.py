@@ -1,0 +1,205 @@
+"""The real HTTP server on 127.0.0.1 over a verified tiny artifact: shapes, validation, auth, keep-serving."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.needs_fixtures
+
+SAME_ARTIFACT_TOL = 1e-5
+MAX_DOCUMENTS = 20
+MAX_BODY = 4096
+API_KEY = "test-key-123"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerThread:
+    """uvicorn in a thread: the same server `rerank-export serve` runs, stoppable from the test."""
+
+    def __init__(self, app):
+        import uvicorn
+
+        self.port = free_port()
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        deadline = time.time() + 20
+        while not self.server.started and time.time() < deadline:
+            time.sleep(0.05)
+        assert self.server.started, "server did not start"
+        return f"http://127.0.0.1:{self.port}"
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def verified_root(tmp_path_factory, baseline_artifacts, source):
+    from rerank_export.evalsets import builtin_eval_set
+    from rerank_export.parity import check_artifacts
+
+    root = tmp_path_factory.mktemp("serve") / "artifacts"
+    shutil.copytree(baseline_artifacts, root)
+    assert check_artifacts(root, source, [builtin_eval_set(False).limit(2)], names=["baseline-fp32"])[0].passed
+    return root
+
+
+@pytest.fixture(scope="module")
+def reranker(verified_root):
+    import rerank_export
+
+    return rerank_export.load(verified_root, device="cpu", max_length=256)
+
+
+@pytest.fixture(scope="module")
+def url(reranker):
+    from rerank_export.serve import Limits, create_app
+
+    with ServerThread(create_app(reranker, "tiny-reranker", limits=Limits(MAX_DOCUMENTS, MAX_BODY))) as base:
+        yield base
+
+
+@pytest.fixture(scope="module")
+def keyed_url(reranker):
+    from rerank_export.serve import create_app
+
+    with ServerThread(create_app(reranker, "tiny-reranker", api_key=API_KEY)) as base:
+        yield base
+
+
+DOCS = ["Paris is the capital of France.", "Bananas are yellow.", {"text": "The Eiffel Tower is in Paris."}]
+
+
+def test_rerank_shape_and_scores_match_the_library(url, reranker, source):
+    from rerank_export.reference import ReferenceBackend
+    from rerank_export.scoring import score_pairs
+
+    body = {"model": "whatever-the-client-sends", "query": "capital of France?", "documents": DOCS}
+    r = httpx.post(f"{url}/v1/rerank", json=body, timeout=30)
+    assert r.status_code == 200, r.text
+    data = r.json()
+    assert data["id"].startswith("rerank-") and data["model"] == "tiny-reranker"
+    assert data["usage"]["total_tokens"] > 0 and data["usage"]["truncated_documents"] == []
+    texts = ["Paris is the capital of France.", "Bananas are yellow.", "The Eiffel Tower is in Paris."]
+    reference = score_pairs(ReferenceBackend(source), source.contract, [("capital of France?", t) for t in texts])
+    got = {x["index"]: x["relevance_score"] for x in data["results"]}
+    assert np.allclose([got[i] for i in range(3)], reference.scores, atol=SAME_ARTIFACT_TOL)
+    scores = [x["relevance_score"] for x in data["results"]]
+    assert scores == sorted(scores, reverse=True)
+    assert all(x["document"] == {"text": texts[x["index"]]} for x in data["results"])
+
+
+def test_rerank_alias_top_n_and_no_documents(url):
+    body = {"query": "capital of France?", "documents": DOCS, "top_n": 2, "return_documents": False}
+    data = httpx.post(f"{url}/rerank", json=body, timeout=30).json()
+    assert len(data["results"]) == 2 and all("document" not in x for x in data["results"])
+    clamped = httpx.post(f"{url}/rerank", json={**body, "top_n": 50}, timeout=30).json()
+    assert len(clamped["results"]) == 3  # above the document count: all of them, as vLLM and Cohere do
+
+
+def test_instruction_changes_the_prompt(url, reranker):
+    body = {"query": "capital of France?", "documents": DOCS[:2], "instruction": "Find fruit facts"}
+    data = httpx.post(f"{url}/v1/rerank", json=body, timeout=30).json()
+    expected = reranker.score([("capital of France?", d) for d in DOCS[:2]], "Find fruit facts")
+    got = {x["index"]: x["relevance_score"] for x in data["results"]}
+    assert np.allclose([got[0], got[1]], expected, atol=SAME_ARTIFACT_TOL)
+
+
+def test_truncation_is_reported_in_usage(url):
+    body = {"query": "capital?", "documents": ["short", "long " * 400]}
+    data = httpx.post(f"{url}/v1/rerank", json=body, timeout=30).json()
+    assert data["usage"]["truncated_documents"] == [1]
+
+
+def test_score_pairs_and_vllm_form(url, reranker):
+    pairs = [["capital of France?", "Paris"], ["fruit?", "Bananas are yellow."]]
+    data = httpx.post(f"{url}/score", json={"pairs": pairs}, timeout=30).json()
+    assert [x["index"] for x in data["data"]] == [0, 1]
+    assert np.allclose([x["score"] for x in data["data"]], reranker.score([tuple(p) for p in pairs]),
+                       atol=SAME_ARTIFACT_TOL)
+    vllm_form = httpx.post(f"{url}/score", json={"text_1": "capital of France?", "text_2": ["Paris", "Rome"]},
+                           timeout=30).json()
+    assert len(vllm_form["data"]) == 2 and vllm_form["usage"]["total_tokens"] > 0
+
+
+def test_health_and_models(url):
+    health = httpx.get(f"{url}/health").json()
+    assert health["status"] == "ok" and health["format"] == "baseline-fp32"
+    models = httpx.get(f"{url}/v1/models").json()
+    assert models["data"][0]["id"] == "tiny-reranker"
+    page = httpx.get(f"{url}/")
+    assert page.status_code == 200 and "<textarea" in page.text
+
+
+BAD_REQUESTS = [
+    ("malformed JSON", b'{"query": "q", "documents": [', 400, "not valid JSON"),
+    ("not an object", b'["q"]', 400, "JSON object"),
+    ("empty query", {"query": "  ", "documents": ["a"]}, 400, "'query' is empty"),
+    ("missing query", {"documents": ["a"]}, 400, "'query' must be a string"),
+    ("zero documents", {"query": "q", "documents": []}, 400, "'documents' is empty"),
+    ("documents not a list", {"query": "q", "documents": "a"}, 400, "must be a list"),
+    ("non-string document", {"query": "q", "documents": ["a", 3]}, 400, "documents[1]"),
+    ("dict without text", {"query": "q", "documents": [{"body": "a"}]}, 400, "documents[0]"),
+    ("too many documents", {"query": "q", "documents": ["a"] * (MAX_DOCUMENTS + 1)}, 413, "cap of 20"),
+    ("top_n zero", {"query": "q", "documents": ["a"], "top_n": 0}, 400, "'top_n'"),
+    ("top_n negative", {"query": "q", "documents": ["a"], "top_n": -3}, 400, "'top_n'"),
+    ("top_n not int", {"query": "q", "documents": ["a"], "top_n": "2"}, 400, "'top_n'"),
+    ("top_n bool", {"query": "q", "documents": ["a"], "top_n": True}, 400, "'top_n'"),
+    ("body over cap", {"query": "q", "documents": ["x" * (MAX_BODY + 10)]}, 413, "cap of 4096 bytes"),
+    ("instruction not str", {"query": "q", "documents": ["a"], "instruction": 5}, 400, "'instruction'"),
+]
+
+
+@pytest.mark.parametrize("what,body,status,message", BAD_REQUESTS, ids=[b[0] for b in BAD_REQUESTS])
+def test_bad_requests_get_a_4xx_with_a_message_and_the_server_keeps_serving(url, what, body, status, message):
+    kw = {"content": body, "headers": {"Content-Type": "application/json"}} if isinstance(body, bytes) \
+        else {"json": body}
+    r = httpx.post(f"{url}/v1/rerank", timeout=30, **kw)
+    assert r.status_code == status, r.text
+    assert message in r.json()["error"]["message"]
+    ok = httpx.post(f"{url}/v1/rerank", json={"query": "q", "documents": ["a"]}, timeout=30)
+    assert ok.status_code == 200
+
+
+def test_body_over_cap_without_content_length(url):
+    def chunks():
+        yield b'{"query": "q", "documents": ["'
+        for _ in range(10):
+            yield b"x" * 1000
+        yield b'"]}'
+
+    r = httpx.post(f"{url}/v1/rerank", content=chunks(), headers={"Content-Type": "application/json"}, timeout=30)
+    assert r.status_code == 413
+
+
+def test_bad_score_requests(url):
+    r = httpx.post(f"{url}/score", json={"pairs": [["q"]]}, timeout=30)
+    assert r.status_code == 400 and "[query, document]" in r.json()["error"]["message"]
+    r = httpx.post(f"{url}/score", json={"text_1": ["a", "b"], "text_2": ["x"]}, timeout=30)
+    assert r.status_code == 400 and "'text_1' has 2 items" in r.json()["error"]["message"]
+
+
+def test_api_key(keyed_url):
+    body = {"query": "q", "documents": ["a"]}
+    assert httpx.post(f"{keyed_url}/v1/rerank", json=body).status_code == 401
+    wrong = httpx.post(f"{keyed_url}/v1/rerank", json=body, headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401 and "API key" in wrong.json()["error"]["message"]
+    assert httpx.get(f"{keyed_url}/v1/models").status_code == 401
+    right = httpx.post(f"{keyed_url}/v1/rerank", json=body, headers={"Authorization": f"Bearer {API_KEY}"})
+    assert right.status_code == 200
+    assert httpx.get(f"{keyed_url}/health").status_code == 200  # probes need no key

@@ -1,0 +1,172 @@
+"""Artifact selection over synthetic manifests and device facts (no model, no GPU)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from rerank_export.errors import UsageError
+from rerank_export.manifest import Manifest, MemoryModel
+from rerank_export.select import (
+    MAX_TOKEN_BUDGET,
+    USABLE_FRACTION,
+    DeviceFacts,
+    FormatTraits,
+    choose_artifact,
+    cpu_supports_bf16,
+    parse_memory,
+    render_decision,
+    token_budget,
+    traits_from_formats,
+)
+
+GiB, MiB = 2**30, 2**20
+PASS, FAIL = {"verdict": "pass"}, {"verdict": "fail"}
+
+TRAITS = {
+    "fp32": FormatTraits(fidelity=100, cpu_speed=20, devices=("cpu", "cuda"), dtype="fp32", backend="torch"),
+    "bf16": FormatTraits(fidelity=80, cpu_speed=30, devices=("cpu", "cuda"), dtype="bf16", backend="torch"),
+    "fp16": FormatTraits(fidelity=85, cpu_speed=5, devices=("cuda",), dtype="fp16", backend="torch"),
+    "onnx-int8": FormatTraits(fidelity=40, cpu_speed=90, devices=("cpu",), dtype="int8", backend="onnxruntime"),
+    "int4": FormatTraits(fidelity=50, cpu_speed=10, devices=("cuda",), dtype="int4", backend="torch"),
+}
+
+
+def manifest(fmt: str, weights: int, per_token: int = 100_000, parity: dict | None = PASS,
+             max_length: int = 32768, overhead: int = 0) -> Manifest:
+    return Manifest(format=fmt, dtype=TRAITS.get(fmt, TRAITS["fp32"]).dtype, source_model="m", source_revision=None,
+                    yes_id=1, no_id=2, max_length=max_length, memory=MemoryModel(weights, overhead, per_token),
+                    parity=parity)
+
+
+def gpu(free: int, total: int | None = None) -> DeviceFacts:
+    return DeviceFacts("cuda", free, total or free, "test")
+
+
+def cpu(free: int, bf16: bool = False) -> DeviceFacts:
+    return DeviceFacts("cpu", free, free, "test", bf16)
+
+
+def choose(arts, device, max_length=8192, **kw):
+    return choose_artifact([(f"/a/{m.format}", m) for m in arts], device, max_length, TRAITS, **kw)
+
+
+def test_weights_that_leave_no_room_are_ruled_out_at_4gib():
+    # 4 GiB budget, 8192 tokens: the fp32 weights alone take 3.9 GiB, more than the usable share.
+    arts = [manifest("fp32", int(3.9 * GiB)), manifest("int4", int(0.6 * GiB), per_token=120_000)]
+    decision = choose(arts, gpu(4 * GiB))
+    fp32 = next(c for c in decision.candidates if c.format == "fp32")
+    assert not fp32.fits and "weights alone" in fp32.reason
+    assert decision.chosen.format == "int4"
+
+
+def test_fit_needs_room_for_one_full_length_sequence():
+    per_token = 100_000
+    weights = int(4 * GiB * USABLE_FRACTION) - per_token * 8192 + 1  # one byte short at 8192 tokens
+    arts = [manifest("fp32", weights, per_token)]
+    assert choose(arts, gpu(4 * GiB)).chosen is None
+    assert choose(arts, gpu(4 * GiB), max_length=4096).chosen.format == "fp32"
+
+
+def test_gpu_prefers_fidelity_among_those_that_fit():
+    arts = [manifest("bf16", 1 * GiB), manifest("fp32", 2 * GiB), manifest("int4", GiB // 2)]
+    assert choose(arts, gpu(24 * GiB)).chosen.format == "fp32"
+    assert choose(arts, gpu(int(2.5 * GiB))).chosen.format == "bf16"
+
+
+def test_never_picks_failed_or_unchecked_parity():
+    arts = [manifest("fp32", GiB, parity=FAIL), manifest("bf16", GiB, parity=None),
+            manifest("int4", GiB, parity=PASS)]
+    decision = choose(arts, gpu(24 * GiB))
+    assert decision.chosen.format == "int4" and not decision.unverified
+    reasons = {c.format: c.reason for c in decision.candidates}
+    assert reasons["fp32"] == "parity failed" and "never checked" in reasons["bf16"]
+
+
+def test_allow_unverified_says_so_in_the_result():
+    arts = [manifest("fp32", GiB, parity=None)]
+    assert choose(arts, gpu(24 * GiB)).chosen is None
+    decision = choose(arts, gpu(24 * GiB), allow_unverified=True)
+    assert decision.chosen.format == "fp32" and decision.unverified
+    assert "UNVERIFIED" in decision.note and "UNVERIFIED" in render_decision(decision)
+
+
+def test_allow_unverified_still_prefers_a_verified_artifact():
+    arts = [manifest("fp32", GiB, parity=FAIL), manifest("bf16", GiB)]
+    assert choose(arts, gpu(24 * GiB), allow_unverified=True).chosen.format == "bf16"
+
+
+def test_cpu_prefers_fastest_and_skips_gpu_only_formats():
+    arts = [manifest("fp32", GiB), manifest("onnx-int8", GiB // 4), manifest("fp16", GiB // 2)]
+    decision = choose(arts, cpu(16 * GiB))
+    assert decision.chosen.format == "onnx-int8"
+    fp16 = next(c for c in decision.candidates if c.format == "fp16")
+    assert not fp16.eligible and "cuda only" in fp16.reason
+
+
+def test_cpu_bf16_torch_only_preferred_with_native_bf16():
+    arts = [manifest("fp32", 2 * GiB), manifest("bf16", GiB)]
+    assert choose(arts, cpu(16 * GiB, bf16=False)).chosen.format == "fp32"
+    assert choose(arts, cpu(16 * GiB, bf16=True)).chosen.format == "bf16"
+
+
+def test_requested_length_beyond_the_artifact_is_refused():
+    decision = choose([manifest("fp32", GiB, max_length=4096)], gpu(24 * GiB), max_length=8192)
+    assert decision.chosen is None and "at most 4096" in decision.candidates[0].reason
+
+
+def test_unknown_format_and_backend_filter():
+    arts = [manifest("mystery", GiB), manifest("onnx-int8", GiB)]
+    decision = choose(arts, cpu(16 * GiB), backends=("torch",))
+    reasons = {c.format: c.reason for c in decision.candidates}
+    assert "unknown format 'mystery'" in reasons["mystery"]
+    assert "not servable" in reasons["onnx-int8"] and decision.chosen is None
+
+
+def test_token_budget_arithmetic():
+    m = manifest("fp32", GiB, per_token=1000, overhead=MiB)
+    usable = GiB + MiB + 1000 * 10_000
+    assert token_budget(m, usable, 512) == 10_000
+    assert token_budget(m, usable * 100, 512) == MAX_TOKEN_BUDGET
+    assert token_budget(m, GiB, 512) == 512  # never below one full sequence (the fit check guards it)
+    decision = choose([m], gpu(int(usable / USABLE_FRACTION) + 10), max_length=512)
+    assert decision.token_budget == 10_000
+
+
+@pytest.mark.parametrize("text,expected", [("4GiB", 4 * GiB), ("512MiB", 512 * MiB), ("6GB", 6 * 10**9),
+                                           ("1.5g", int(1.5e9)), ("1000", 1000), (" 2 gib ", 2 * GiB)])
+def test_parse_memory(text, expected):
+    assert parse_memory(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "GiB", "4 parsecs", "-1GiB", "0"])
+def test_parse_memory_rejects_with_the_bad_value(text):
+    with pytest.raises(UsageError, match="is not a size"):
+        parse_memory(text)
+
+
+def test_cpu_bf16_detection_from_cpuinfo():
+    assert cpu_supports_bf16("processor : 0\nflags : fpu avx2 avx512f avx512_bf16\n")
+    assert cpu_supports_bf16("flags\t\t: fpu amx_bf16 amx_tile\n")
+    assert cpu_supports_bf16("Features\t: fp asimd bf16 i8mm\n")
+    assert not cpu_supports_bf16("flags : fpu avx2 avx512f\nmodel name : bf16 in a name\n")
+
+
+def test_render_lists_every_candidate_and_the_choice():
+    arts = [manifest("fp32", int(3.9 * GiB)), manifest("int4", GiB // 2)]
+    text = render_decision(choose(arts, gpu(4 * GiB)))
+    assert "fp32" in text and "int4" in text and "choice: int4" in text
+    assert "no" in text and "pass" in text and "3.90 GiB" in text
+
+
+def test_traits_cover_every_format():
+    from rerank_export.formats import FORMATS
+
+    assert set(traits_from_formats()) == set(FORMATS)
+
+
+def test_select_imports_no_torch():
+    code = "import sys, rerank_export.select; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
