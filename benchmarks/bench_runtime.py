@@ -3,8 +3,8 @@
     .venv/bin/python benchmarks/bench_runtime.py --shape tiny        # seconds
     .venv/bin/python benchmarks/bench_runtime.py --shape qwen3-0.6b  # real 0.6B shape, random weights
 
-1. Memory: for batches of B x L tokens, peak RSS above the loaded RSS against the manifest's estimate
-   activation_bytes_per_token x B x L (weights are already resident). Reported as measured / estimated.
+1. Memory: for batches of B x L tokens, peak RSS above the loaded RSS (each in a fresh process) against
+   the manifest's estimate activation_bytes_per_token x B x L. Reported as measured / estimated.
    The GPU estimate is the same arithmetic; it was not measured on a GPU here.
 2. Prefix reuse: one query with N short documents, scored with and without reusing the query's KV cache.
 Random weights give real shapes and real costs; scores are meaningless and not reported.
@@ -21,8 +21,8 @@ import numpy as np
 
 from rerank_export.export import export_formats
 from rerank_export.formats.baseline import load
-from rerank_export.formats.common import measure_peak_above
 from rerank_export.manifest import read_manifest
+from rerank_export.memory import measure_peak
 from rerank_export.prefix import PrefixReuseBackend
 from rerank_export.reference import SourceModel
 from rerank_export.scoring import score_encoded
@@ -47,15 +47,11 @@ def build_artifact(shape: str, work: Path) -> Path:
 
 
 def memory_rows(folder: Path, shapes: list[tuple[int, int]]) -> list[str]:
-    manifest = read_manifest(folder)
-    backend = load(folder, manifest, "cpu")
-    per_token = manifest.memory.activation_bytes_per_token
-    rng = np.random.default_rng(0)
-    backend.logits(np.ones((1, 16), np.int64), np.ones((1, 16), np.int64))  # lazy init outside the measure
+    """Each B x L measured in a fresh process (rerank_export.memory), against the manifest's estimate."""
+    per_token = read_manifest(folder).memory.activation_bytes_per_token
     rows = ["| B x L | tokens | estimated MiB | measured MiB | measured / estimated |", "|---|---|---|---|---|"]
     for b, length in shapes:
-        ids = rng.integers(0, 1000, size=(b, length), dtype=np.int64)
-        measured = measure_peak_above(lambda ids=ids: backend.logits(ids, np.ones_like(ids)))
+        measured = measure_peak(folder, b, length)["peak_above_loaded"]
         estimate = per_token * b * length
         rows.append(f"| {b} x {length} | {b * length} | {estimate / 2**20:.1f} | {measured / 2**20:.1f} | "
                     f"{measured / estimate:.2f} |")

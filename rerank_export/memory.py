@@ -1,0 +1,64 @@
+"""Activation memory of an artifact, measured in a fresh process.
+
+In the exporting process, memory freed by earlier steps stays with the allocator and the next forward
+pass reuses it, so an in-process measurement reads low. A child process that loads only the artifact and
+runs one B x L batch gives the honest number: peak RSS above the RSS once the model is loaded.
+
+    python -m rerank_export.memory ARTIFACT_DIR BATCH LENGTH   -> prints {"peak_above_loaded": bytes, ...}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from .errors import ArtifactError
+
+MEASURE_BATCH, MEASURE_LENGTH = 4, 512
+
+
+def measure_peak(folder: str | Path, batch: int = MEASURE_BATCH, length: int = MEASURE_LENGTH,
+                 threads: int | None = None, timeout: float = 1800) -> dict[str, int]:
+    """{"loaded": RSS after loading, "peak_above_loaded": peak RSS during one batch x length pass}."""
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    done = subprocess.run([sys.executable, "-m", "rerank_export.memory", str(folder), str(batch), str(length)],
+                          capture_output=True, text=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL)
+    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
+    if done.returncode != 0 or not lines:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise ArtifactError(f"measuring the memory of {folder} failed: {tail}")
+    return json.loads(lines[-1])
+
+
+def activation_bytes_per_token(folder: str | Path) -> int:
+    """The manifest's per-token activation figure, from one MEASURE_BATCH x MEASURE_LENGTH pass."""
+    peak = measure_peak(folder)["peak_above_loaded"]
+    return max(1, peak // (MEASURE_BATCH * MEASURE_LENGTH))
+
+
+def _child(folder: Path, batch: int, length: int) -> dict[str, int]:
+    import numpy as np
+
+    from .formats import get_format
+    from .formats.common import measure_peak_above, rss_bytes
+    from .manifest import read_manifest
+
+    manifest = read_manifest(folder)
+    backend = get_format(manifest.format).loader(folder, manifest, "cpu")
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 1000, size=(batch, length), dtype=np.int64)
+    mask = np.ones_like(ids)
+    backend.logits(ids[:1, :16], mask[:1, :16])  # lazy initialisation outside the measurement
+    loaded = rss_bytes()
+    peak = measure_peak_above(lambda: backend.logits(ids, mask))
+    return {"loaded": loaded, "peak_above_loaded": peak, "batch": batch, "length": length}
+
+
+if __name__ == "__main__":
+    folder_arg, batch_arg, length_arg = sys.argv[1:4]
+    print(json.dumps(_child(Path(folder_arg), int(batch_arg), int(length_arg))))
