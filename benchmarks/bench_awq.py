@@ -1,0 +1,55 @@
+"""One-off AWQ export measurement on a random-weight model of the real Qwen3-Reranker-0.6B shape.
+
+    .venv/bin/python benchmarks/bench_awq.py [--clip] [--samples 64]
+
+Builds the model once under benchmarks/out/ (tokenizer from ../shared/fixtures), exports awq-int4, and
+writes search time, total export time, peak RSS and artifact bytes to benchmarks/out/awq_real_shape*.json.
+Pairs/s through the 4-bit runtime is measured by the shared format benchmark (bench_formats.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+from rerank_export.export import export_formats
+from rerank_export.formats.common import peak_rss_bytes
+from rerank_export.reference import SourceModel
+from rerank_export.tiny import TinySizes, build_tiny
+
+ROOT = Path(__file__).resolve().parent
+OUT = ROOT / "out"
+FIXTURE = ROOT.parent.parent / "shared" / "fixtures" / "qwen3-reranker-0.6b"
+REAL_SHAPE = TinySizes(hidden_size=1024, intermediate_size=3072, num_hidden_layers=28, num_attention_heads=16,
+                       num_key_value_heads=8, head_dim=128, max_position_embeddings=40960, initializer_range=0.02)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--clip", action="store_true", help="include the clip search")
+    parser.add_argument("--samples", type=int, default=64)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    model_dir = OUT / "real-shape-0.6b"
+    if not (model_dir / "config.json").is_file():
+        build_tiny(model_dir, tokenizer_dir=FIXTURE, seed=0, sizes=REAL_SHAPE)
+    source = SourceModel(str(model_dir))
+    start, cpu_start = time.perf_counter(), time.process_time()
+    (manifest,) = export_formats(str(model_dir), None, OUT / "artifacts", ["awq-int4"],
+                                 {"awq-int4": {"clip": args.clip, "calib_samples": args.samples}}, source=source)
+    record = {"clip": args.clip, "samples": args.samples, "export_seconds": round(time.perf_counter() - start, 1),
+              # wall time depends on who else uses the cores; CPU seconds / cores is the unloaded estimate
+              "export_cpu_seconds": round(time.process_time() - cpu_start, 1),
+              "search_seconds": manifest.details["search_seconds"], "calibration": manifest.details["calibration"],
+              "peak_rss_bytes": peak_rss_bytes(), "artifact_bytes": sum(f["bytes"] for f in manifest.files.values()),
+              "resident_weight_bytes": manifest.memory.weight_bytes}
+    name = f"awq_real_shape{'_clip' if args.clip else ''}.json"
+    (OUT / name).write_text(json.dumps(record, indent=2))
+    print(json.dumps(record, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""Calibration pairs for AWQ: the built-in set or a user's JSONL, encoded with the reranker contract.
+
+User JSONL, one pair per line:
+    {"query": "...", "document": "...", "instruction": "..."}     (instruction optional)
+Eval-set lines with a "documents" list are also accepted; each document becomes one pair.
+Calibration sees exactly the prompts the reranker scores: Contract.encode builds every sequence.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Sequence
+
+from .contract import Contract
+from .errors import EvalSetError
+
+log = logging.getLogger(__name__)
+
+BUILTIN = "builtin"
+DEFAULT_SAMPLES = 64
+DEFAULT_MAX_LENGTH = 512
+
+
+@dataclass(frozen=True)
+class CalibrationPair:
+    query: str
+    document: str
+    instruction: str | None = None
+
+
+@dataclass(frozen=True)
+class CalibrationSet:
+    """The encoded calibration prompts and where they came from (recorded in the manifest)."""
+
+    name: str
+    input_ids: tuple[tuple[int, ...], ...]
+    available: int  # pairs in the source before sampling
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(len(s) for s in self.input_ids)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "samples": len(self.input_ids), "available": self.available,
+                "tokens": self.num_tokens}
+
+
+def builtin_pairs() -> list[CalibrationPair]:
+    """~70 pairs written for calibration: English, Chinese and code; short to a few hundred tokens."""
+    text = resources.files("rerank_export").joinpath("data/calibration.jsonl").read_text(encoding="utf-8")
+    return _parse_lines(text.splitlines(), "builtin calibration set")
+
+
+def read_pairs(path: str | Path) -> list[CalibrationPair]:
+    """Pairs from a user's JSONL file (pair lines or eval-set lines with "documents")."""
+    path = Path(path)
+    if not path.is_file():
+        raise EvalSetError(f"calibration file '{path}' not found; give a JSONL file of "
+                           '{"query": ..., "document": ...} lines')
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise EvalSetError(f"{path} is not UTF-8 text: {exc.reason}") from exc
+    pairs = _parse_lines(lines, str(path))
+    if not pairs:
+        raise EvalSetError(f"calibration file '{path}' has no (query, document) pairs")
+    return pairs
+
+
+def _parse_lines(lines: Sequence[str], where: str) -> list[CalibrationPair]:
+    pairs: list[CalibrationPair] = []
+    for n, line in enumerate(lines, 1):
+        if line.strip():
+            pairs.extend(_parse_record(line, f"{where}:{n}"))
+    return pairs
+
+
+def _parse_record(line: str, where: str) -> list[CalibrationPair]:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise EvalSetError(f"{where} is not valid JSON: {exc.msg}") from exc
+    if not isinstance(record, dict):
+        raise EvalSetError(f"{where}: expected a JSON object per line")
+    query, instruction = record.get("query"), record.get("instruction")
+    if not isinstance(query, str) or not query.strip():
+        raise EvalSetError(f"{where}: 'query' must be a non-empty string")
+    if instruction is not None and not isinstance(instruction, str):
+        raise EvalSetError(f"{where}: 'instruction' must be a string")
+    docs = [record["document"]] if "document" in record else record.get("documents")
+    if not isinstance(docs, list) or not docs:
+        raise EvalSetError(f"{where}: expected a 'document' string or a non-empty 'documents' list")
+    texts = [d.get("text") if isinstance(d, dict) else d for d in docs]
+    if not all(isinstance(t, str) for t in texts):
+        raise EvalSetError(f"{where}: every document must be a string or {{\"text\": string}}")
+    return [CalibrationPair(query, t, instruction) for t in texts]
+
+
+def select(pairs: Sequence[CalibrationPair], samples: int) -> list[CalibrationPair]:
+    """`samples` pairs spread evenly over the source (so every language/domain section is kept)."""
+    if samples < 1:
+        raise EvalSetError(f"calibration samples must be positive, got {samples}")
+    if samples >= len(pairs):
+        if samples > len(pairs):
+            log.info("calibration: %d samples asked, the set has %d; using all", samples, len(pairs))
+        return list(pairs)
+    step = len(pairs) / samples
+    return [pairs[int(i * step)] for i in range(samples)]
+
+
+def load_calibration(tokenizer: Any, spec: str | Path | None = None, samples: int = DEFAULT_SAMPLES,
+                     max_length: int = DEFAULT_MAX_LENGTH) -> CalibrationSet:
+    """Encode `samples` pairs from the built-in set (spec None/'builtin') or a JSONL file."""
+    builtin = spec is None or str(spec) == BUILTIN
+    pairs = builtin_pairs() if builtin else read_pairs(spec)
+    contract = Contract(tokenizer, max_length=max_length)
+    chosen = select(pairs, samples)
+    ids = tuple(tuple(contract.encode(p.query, p.document, p.instruction).input_ids) for p in chosen)
+    name = BUILTIN if builtin else str(spec)
+    return CalibrationSet(name, ids, len(pairs))

@@ -1,0 +1,38 @@
+"""rerank-export awq: the AWQ 4-bit artifact in AutoAWQ's GEMM layout (loadable by vLLM)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..calibration import DEFAULT_MAX_LENGTH, DEFAULT_SAMPLES
+from ..export import export_formats
+from ._common import add_model_arguments, positive_int
+
+NAME = "awq"
+HELP = "export the AWQ int4 artifact (activation-aware scales + clipping, AutoAWQ GEMM layout)"
+FORMAT = "awq-int4"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_model_arguments(parser)
+    parser.add_argument("--out", required=True, help=f"artifacts root; writes <out>/{FORMAT}/")
+    parser.add_argument("--w-bit", type=int, choices=[4], default=4, help="weight bits (the GEMM layout is 4-bit)")
+    parser.add_argument("--group-size", type=positive_int, default=128,
+                        help="input channels per quantisation group (default 128)")
+    parser.add_argument("--calib", default=None,
+                        help="calibration JSONL of {query, document[, instruction]} lines (default: built-in set)")
+    parser.add_argument("--calib-samples", type=positive_int, default=DEFAULT_SAMPLES,
+                        help=f"calibration prompts (default {DEFAULT_SAMPLES})")
+    parser.add_argument("--calib-max-length", type=positive_int, default=DEFAULT_MAX_LENGTH,
+                        help=f"tokens per calibration prompt; documents are truncated (default {DEFAULT_MAX_LENGTH})")
+    parser.add_argument("--no-clip", action="store_true", help="skip the clipping-range search (faster)")
+
+
+def run(args: argparse.Namespace) -> int:
+    options = {"w_bit": args.w_bit, "group_size": args.group_size, "calib": args.calib,
+               "calib_samples": args.calib_samples, "calib_max_length": args.calib_max_length,
+               "clip": not args.no_clip, "progress": not args.quiet}
+    (manifest,) = export_formats(args.model, args.revision, Path(args.out), [FORMAT], {FORMAT: options})
+    print(f"{Path(args.out) / manifest.format}  ({manifest.memory.weight_bytes / 2**20:.1f} MiB resident weights)")
+    return 0
