@@ -7,10 +7,11 @@ every exporter, the parity gate and the runtime see exactly the same inputs.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from .errors import ContractError, ModelError
 

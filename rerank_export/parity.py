@@ -10,9 +10,10 @@ import json
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from scipy import stats
@@ -87,7 +88,7 @@ def compare(reference: Sequence[float], candidate: Sequence[float], evalset: Eva
     ref = np.asarray(reference, dtype=np.float64)
     cand = np.asarray(candidate, dtype=np.float64)
     finite = np.isfinite(cand)
-    metrics: dict[str, Any] = {"pairs": int(len(ref)), "queries": len(evalset.groups),
+    metrics: dict[str, Any] = {"pairs": len(ref), "queries": len(evalset.groups),
                                "non_finite": int((~finite).sum())}
     breaches = [f"non_finite: {metrics['non_finite']} scores are NaN or inf"] if not finite.all() else []
     # NaN compares as a failure everywhere below: it propagates into max/mean and fails each check.

@@ -24,10 +24,11 @@ A recipe is a TOML file validated into frozen dataclasses; unknown keys are an e
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from .contract import DEFAULT_MAX_LENGTH
 from .errors import RecipeError

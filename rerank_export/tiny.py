@@ -117,7 +117,7 @@ def _save_model(out: Path, tok, seed: int, sizes: TinySizes) -> None:
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
     contract = Contract(tok)
-    contract.yes_id, contract.no_id  # fail early if yes/no are not single tokens
+    _ = (contract.yes_id, contract.no_id)  # fail early if yes/no are not single tokens
     config = Qwen3Config(
         vocab_size=len(tok),
         rope_theta=1_000_000.0,

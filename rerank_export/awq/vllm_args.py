@@ -7,8 +7,8 @@ pooling runner with the classify conversion serves /score and /rerank with sigmo
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 VLLM_DTYPE = "float16"  # the AWQ GEMM kernels take fp16 activations only
 RUNNER = ("--runner", "pooling")

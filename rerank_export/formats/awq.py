@@ -15,7 +15,7 @@ from typing import Any
 from ..errors import ArtifactError, UsageError
 from ..manifest import Manifest, atomic_dir
 from .baseline import TorchBackend, to_sequence_classifier
-from .common import build_manifest, measure_activation_bytes_per_token
+from .common import build_manifest
 
 log = logging.getLogger(__name__)
 
@@ -110,14 +110,12 @@ def export(source: Any, out_root: Path, spec: Any, options: dict[str, Any]) -> M
         result.save(tmp / SEARCH_FILE)
         source.tokenizer.save_pretrained(str(tmp))
         backend = load(tmp, None, "cpu")
-        per_token = measure_activation_bytes_per_token(backend.logits, model.config.vocab_size)
         details = {"calibration": calib.describe(), "search": asdict(result.settings),
                    "search_seconds": round(seconds, 1), "search_summary": result.summary(),
                    "search_file": SEARCH_FILE, "weights_file_bytes": file_bytes,
                    "quantization_config": quantization_config(4, result.settings.group_size)}
         manifest = build_manifest(source, tmp, spec.name, spec.dtype, resident_bytes(backend.model),
-                                  per_token, details, overhead_bytes=dequant_overhead(backend.model))
-        manifest.write(tmp)
+                                  details, overhead_bytes=dequant_overhead(backend.model))
     return manifest
 
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..manifest import Manifest, atomic_dir
 from ..scoring import OutOfMemory
-from .common import build_manifest, measure_activation_bytes_per_token
+from .common import build_manifest
 
 log = logging.getLogger(__name__)
 
@@ -75,11 +75,8 @@ def export(source: Any, out_root: Path, spec: Any, options: dict[str, Any]) -> M
         model.save_pretrained(str(tmp))
         source.tokenizer.save_pretrained(str(tmp))
         write_rope_theta(tmp / "config.json", 1_000_000.0)
-        backend = TorchBackend(model, spec.name)
-        per_token = measure_activation_bytes_per_token(backend.logits, model.config.vocab_size)
         weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-        manifest = build_manifest(source, tmp, spec.name, spec.dtype, weight_bytes, per_token)
-        manifest.write(tmp)
+        manifest = build_manifest(source, tmp, spec.name, spec.dtype, weight_bytes)
     return manifest
 
 
@@ -105,7 +102,6 @@ class TorchBackend:
 
 
 def load(folder: Path, manifest: Manifest, device: str = "cpu") -> TorchBackend:
-    import torch
     from transformers import AutoModelForSequenceClassification
 
     dtype = torch_dtype(manifest.dtype)

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
-
-import numpy as np
+from typing import Any
 
 from ..contract import TEMPLATE_ID
 from ..manifest import Manifest, MemoryModel, describe_files
+from ..memory import MEASURE_BATCH, MEASURE_LENGTH, activation_bytes_per_token
 
 log = logging.getLogger(__name__)
 
-MEASURE_BATCH, MEASURE_LENGTH = 4, 512
 
 
 def rss_bytes() -> int:
@@ -50,22 +49,12 @@ def measure_peak_above(fn: Callable[[], Any]) -> int:
     return max(0, peak_rss_bytes() - before)
 
 
-def measure_activation_bytes_per_token(logits_fn: Callable[[np.ndarray, np.ndarray], Any],
-                                       vocab: int, batch: int = MEASURE_BATCH,
-                                       length: int = MEASURE_LENGTH) -> int:
-    """Activation bytes per token: peak RSS above the loaded model for a batch x length forward pass."""
-    rng = np.random.default_rng(0)
-    ids = rng.integers(0, vocab, size=(batch, length), dtype=np.int64)
-    mask = np.ones_like(ids)
-    logits_fn(ids[:1, :16], mask[:1, :16])  # warm up lazy initialisation outside the measurement
-    peak = measure_peak_above(lambda: logits_fn(ids, mask))
-    return max(1, peak // (batch * length))
-
-
 def build_manifest(source: Any, folder: Path, name: str, dtype: str, weight_bytes: int,
-                   activation_bytes_per_token: int, details: dict[str, Any] | None = None,
-                   overhead_bytes: int = 0) -> Manifest:
-    """The manifest of a finished artifact folder (files hashed last)."""
+                   details: dict[str, Any] | None = None, overhead_bytes: int = 0) -> Manifest:
+    """Hash the finished folder, measure its activation memory in a fresh process, write manifest.json.
+
+    Called last inside the exporter's atomic_dir, so the artifact is renamed into place only with it.
+    """
     contract = source.contract
     manifest = Manifest(
         format=name,
@@ -78,7 +67,7 @@ def build_manifest(source: Any, folder: Path, name: str, dtype: str, weight_byte
         memory=MemoryModel(
             weight_bytes=int(weight_bytes),
             overhead_bytes=int(overhead_bytes),
-            activation_bytes_per_token=int(activation_bytes_per_token),
+            activation_bytes_per_token=0,  # measured below, once the folder is loadable
             measured_on="cpu",
             measured_at_tokens=MEASURE_BATCH * MEASURE_LENGTH,
         ),
@@ -86,4 +75,7 @@ def build_manifest(source: Any, folder: Path, name: str, dtype: str, weight_byte
         details=details or {},
     )
     manifest.files = describe_files(folder)
+    manifest.write(folder)
+    manifest.memory.activation_bytes_per_token = activation_bytes_per_token(folder)
+    manifest.write(folder)
     return manifest

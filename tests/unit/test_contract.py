@@ -3,8 +3,15 @@ import json
 import pytest
 
 from rerank_export.cli import main
-from rerank_export.contract import (DEFAULT_INSTRUCTION, PREFIX, SUFFIX, Contract, format_body, pad_left,
-                                    p_yes_from_logit)
+from rerank_export.contract import (
+    DEFAULT_INSTRUCTION,
+    PREFIX,
+    SUFFIX,
+    Contract,
+    format_body,
+    p_yes_from_logit,
+    pad_left,
+)
 from rerank_export.errors import ContractError
 
 from ..conftest import QWEN_TOKENIZER

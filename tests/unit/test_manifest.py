@@ -5,10 +5,9 @@ from rerank_export.manifest import atomic_dir, find_artifacts, read_manifest, ve
 
 
 def test_atomic_dir_leaves_nothing_on_failure(tmp_path):
-    with pytest.raises(RuntimeError):
-        with atomic_dir(tmp_path / "art") as tmp:
-            (tmp / "model.safetensors").write_bytes(b"x")
-            raise RuntimeError("killed midway")
+    with pytest.raises(RuntimeError), atomic_dir(tmp_path / "art") as tmp:
+        (tmp / "model.safetensors").write_bytes(b"x")
+        raise RuntimeError("killed midway")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -24,9 +23,8 @@ def test_atomic_dir_replaces_an_old_artifact(tmp_path):
 def test_unwritable_parent_is_a_usage_error(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
-    with pytest.raises(UsageError, match="cannot write to"):
-        with atomic_dir(blocker / "art"):
-            pass
+    with pytest.raises(UsageError, match="cannot write to"), atomic_dir(blocker / "art"):
+        pass
 
 
 @pytest.mark.needs_fixtures

@@ -1,0 +1,173 @@
+"""rerank-export against what users would pick instead, on a random model of the real 0.6B shape, CPU.
+
+Measured side by side in one run, each in its own process (so peak RSS is its own):
+  memory:     peak RSS above the loaded model for 8 pairs x 1024 tokens: the model card's transformers
+              code (vocabulary-wide logits) against ours (last-token head)
+  throughput: pairs/s for one query with N documents of ~200 tokens: the model card's code (fp32),
+              sentence-transformers' CrossEncoder on the converted baseline, and every artifact through
+              rerank_export.load (with and without shared-prefix reuse)
+  bytes:      each artifact against the 16-bit baseline
+  llama.cpp:  llama-cpp-python with Q8_0 / Q4_K_M, if it is installed
+
+    .venv/bin/python benchmarks/bench_compare.py [--docs 100] [--artifacts benchmarks/out/artifacts]
+
+Artifacts are built by benchmarks/bench_formats.py (or here with --export); the runtime loads them with
+allow_unverified=True because random weights are not worth gating. Results: benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from realshape import OUT, ROOT, build_real_shape, run_worker
+
+SCRIPT = Path(__file__).resolve()
+QUERY = "What are the health effects of drinking green tea every day?"
+SENTENCE = ("Green tea contains catechins and a little caffeine; studies on daily drinkers report small effects "
+            "on blood pressure, cholesterol and alertness, while very high intakes may upset the stomach. ")
+
+
+def documents(n: int, tokens: int = 200) -> list[str]:
+    """n distinct documents of about `tokens` Qwen tokens each (the sentence is ~40 tokens)."""
+    return [f"Document {i}. " + SENTENCE * max(1, tokens // 40) for i in range(n)]
+
+
+# ---------------------------------------------------------------- workers (run in their own process)
+
+def _model_card_scorer(model_dir: str, batch: int):
+    """The Qwen3-Reranker model card's transformers code, verbatim in substance (fp32, full logits)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    yes, no = tokenizer.convert_tokens_to_ids("yes"), tokenizer.convert_tokens_to_ids("no")
+    prefix = ("<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the "
+              "Instruct provided. Note that the answer can only be \"yes\" or \"no\".<|im_end|>\n<|im_start|>user\n")
+    suffix = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
+    pre, suf = tokenizer.encode(prefix, add_special_tokens=False), tokenizer.encode(suffix, add_special_tokens=False)
+    task = "Given a web search query, retrieve relevant passages that answer the query"
+
+    @torch.no_grad()
+    def score(query: str, docs: list[str]) -> list[float]:
+        out = []
+        for i in range(0, len(docs), batch):
+            pairs = [f"<Instruct>: {task}\n<Query>: {query}\n<Document>: {d}" for d in docs[i:i + batch]]
+            inputs = tokenizer(pairs, padding=False, truncation="longest_first", return_attention_mask=False,
+                               max_length=8192 - len(pre) - len(suf))
+            inputs["input_ids"] = [pre + ids + suf for ids in inputs["input_ids"]]
+            inputs = tokenizer.pad(inputs, padding=True, return_tensors="pt", max_length=8192)
+            logits = model(**inputs).logits[:, -1, :]
+            pair = torch.nn.functional.log_softmax(torch.stack([logits[:, no], logits[:, yes]], dim=1), dim=1)
+            out += pair[:, 1].exp().tolist()
+        return out
+
+    return score
+
+
+def _cross_encoder_scorer(folder: str, batch: int):
+    from sentence_transformers import CrossEncoder
+
+    model = CrossEncoder(folder, device="cpu", max_length=8192)
+    # CrossEncoder pairs raw texts: give it the reranker's own prompt so it scores what the model expects.
+    from rerank_export.contract import PREFIX, SUFFIX, format_body
+
+    def score(query: str, docs: list[str]) -> list[float]:
+        texts = [(PREFIX + format_body(query, d), SUFFIX) for d in docs]
+        return [float(x) for x in model.predict(texts, batch_size=batch, activation_fn=None, convert_to_numpy=True)]
+
+    return score
+
+
+def _runtime_scorer(folder: str, prefix_reuse: bool):
+    import rerank_export
+
+    reranker = rerank_export.load(folder, device="cpu", allow_unverified=True, prefix_reuse=prefix_reuse)
+    return lambda query, docs: reranker.score([(query, d) for d in docs])
+
+
+def worker(kind: str, target: str, docs: int, batch: int, length: int) -> dict:
+    import torch
+
+    from rerank_export.formats.common import peak_rss_bytes, reset_peak_rss, rss_bytes
+
+    torch.set_num_threads(2)
+    makers = {"model-card": lambda: _model_card_scorer(target, batch),
+              "cross-encoder": lambda: _cross_encoder_scorer(target, batch),
+              "runtime": lambda: _runtime_scorer(target, True),
+              "runtime-noreuse": lambda: _runtime_scorer(target, False)}
+    score = makers[kind]()
+    texts = documents(docs, length)
+    score(QUERY, texts[:1])  # warm-up outside the measurement
+    reset_peak_rss()
+    loaded = rss_bytes()
+    start = time.perf_counter()
+    scores = score(QUERY, texts)
+    seconds = time.perf_counter() - start
+    return {"pairs_per_s": docs / seconds, "seconds": seconds, "loaded_mib": loaded / 2**20,
+            "peak_above_loaded_mib": (peak_rss_bytes() - loaded) / 2**20, "n": len(scores)}
+
+
+# ---------------------------------------------------------------- driver
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--worker", nargs=5, metavar=("KIND", "TARGET", "DOCS", "BATCH", "LENGTH"))
+    parser.add_argument("--docs", type=int, default=100)
+    parser.add_argument("--artifacts", type=Path, default=OUT / "artifacts")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "compare.json")
+    args = parser.parse_args()
+    if args.worker:
+        kind, target, docs, batch, length = args.worker
+        print(json.dumps(worker(kind, target, int(docs), int(batch), int(length))))
+        return
+    model = build_real_shape()
+    results = {"memory": memory_rows(model, args.artifacts), "throughput": throughput_rows(model, args),
+               "bytes": byte_rows(args.artifacts), "llama_cpp": llama_cpp_row(), "docs": args.docs}
+    args.out.write_text(json.dumps(results, indent=1))
+    print(json.dumps(results, indent=1))
+
+
+def memory_rows(model: Path, artifacts: Path) -> dict:
+    """8 pairs x 1024 tokens in one batch: full-vocabulary logits against the last-token head."""
+    rows = {"model-card (fp32, full logits)": run_worker(SCRIPT, ["model-card", str(model), "8", "8", "1024"])}
+    fp32 = artifacts / "baseline-fp32"
+    if fp32.is_dir():
+        rows["rerank-export baseline-fp32"] = run_worker(SCRIPT, ["runtime-noreuse", str(fp32), "8", "8", "1024"])
+    return rows
+
+
+def throughput_rows(model: Path, args: argparse.Namespace) -> dict:
+    n = str(args.docs)
+    rows = {"model-card (fp32, batch 8)": run_worker(SCRIPT, ["model-card", str(model), n, "8", "200"])}
+    base = args.artifacts / "baseline-bf16"
+    if base.is_dir():
+        rows["sentence-transformers CrossEncoder (baseline-bf16)"] = run_worker(
+            SCRIPT, ["cross-encoder", str(base), n, "8", "200"])
+    for folder in sorted(p for p in args.artifacts.iterdir() if (p / "manifest.json").is_file()):
+        rows[f"rerank-export {folder.name}"] = run_worker(SCRIPT, ["runtime", str(folder), n, "0", "200"])
+        rows[f"rerank-export {folder.name} (no prefix reuse)"] = run_worker(
+            SCRIPT, ["runtime-noreuse", str(folder), n, "0", "200"])
+    return rows
+
+
+def byte_rows(artifacts: Path) -> dict:
+    sizes = {p.name: sum(f["bytes"] for f in json.loads((p / "manifest.json").read_text())["files"].values())
+             for p in sorted(artifacts.iterdir()) if (p / "manifest.json").is_file()}
+    base = sizes.get("baseline-fp16") or sizes.get("baseline-bf16")
+    return {name: {"bytes": b, "ratio_to_16bit_baseline": (b / base) if base else None} for name, b in sizes.items()}
+
+
+def llama_cpp_row() -> dict:
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError as exc:
+        return {"error": f"llama-cpp-python is not installed here: {exc}"}
+    return {"error": "llama-cpp-python imports, but the GGUF conversion of a random reranker is not wired up"}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""A random-weight model of the real Qwen3-Reranker-0.6B shape, built offline from the fixtures' config.
+
+Shared by the benchmarks. Weights are random (the hub is out of reach here), so speed and memory are
+real while scores are meaningless; parity numbers on it say nothing about the real model's quality.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURE = ROOT.parent / "shared" / "fixtures" / "qwen3-reranker-0.6b"
+OUT = ROOT / "benchmarks" / "out"
+
+
+def build_real_shape(out: Path = OUT / "qwen3-reranker-0.6b-random", seed: int = 0) -> Path:
+    """Qwen3ForCausalLM with the 0.6B config (28 layers, vocab 151669), bf16, with the real tokenizer."""
+    if (out / "model.safetensors").is_file():
+        return out
+    import torch
+    from transformers import AutoConfig, Qwen3ForCausalLM
+
+    from rerank_export.contract import load_tokenizer
+    from rerank_export.manifest import atomic_dir
+    from rerank_export.tiny import write_rope_theta
+
+    config = AutoConfig.from_pretrained(str(FIXTURE))
+    torch.manual_seed(seed)
+    with atomic_dir(out) as tmp:
+        model = Qwen3ForCausalLM(config).to(torch.bfloat16)
+        model.save_pretrained(str(tmp))
+        load_tokenizer(FIXTURE).save_pretrained(str(tmp))
+        write_rope_theta(tmp / "config.json", 1_000_000.0)
+    return out
+
+
+def run_worker(script: Path, args: list[str], timeout: float = 3600) -> dict:
+    """Run `script --worker ...` in a fresh process (so its peak RSS is its own) and parse its JSON line."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    done = subprocess.run([sys.executable, str(script), "--worker", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env, stdin=subprocess.DEVNULL, check=False)
+    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
+    if done.returncode != 0 or not lines:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"error": f"exit {done.returncode}: {tail[:300]}"}
+    return json.loads(lines[-1])

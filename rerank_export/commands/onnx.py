@@ -1,0 +1,43 @@
+"""rerank-export onnx: the single-logit scorer as ONNX (fp32, fp16, int8) for onnxruntime."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..formats import get_format
+from ..formats.onnx import DEFAULT_OPSET, SUPPORTED_OPSETS, export_many
+from ..reference import SourceModel
+from ._common import add_model_arguments
+
+NAME = "onnx"
+HELP = "export ONNX artifacts (onnx-fp32, onnx-fp16, onnx-int8) with weights as external data"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_model_arguments(parser)
+    parser.add_argument("--out", required=True, help="artifacts root; writes <out>/onnx-<dtype>/")
+    parser.add_argument("--dtype", choices=["fp32", "fp16"], action="append",
+                        help="graph precision (repeatable; default fp32 unless only --quantize is given)")
+    parser.add_argument("--quantize", choices=["int8"], action="append",
+                        help="also write a dynamically quantized artifact (int8 MatMul weights)")
+    parser.add_argument("--int8-embedding", action="store_true",
+                        help="int8 also quantizes the embedding Gather (about halves the file)")
+    parser.add_argument("--opset", type=int, choices=SUPPORTED_OPSETS, default=DEFAULT_OPSET)
+
+
+def format_names(dtypes: list[str] | None, quantize: list[str] | None) -> list[str]:
+    """FORMATS names for the flags, in a stable order, without duplicates."""
+    wanted = list(dtypes or ([] if quantize else ["fp32"])) + list(quantize or [])
+    return [f"onnx-{d}" for d in dict.fromkeys(wanted)]
+
+
+def run(args: argparse.Namespace) -> int:
+    specs = [get_format(n) for n in format_names(args.dtype, args.quantize)]
+    options = {s.name: {**(s.options or {}), "opset": args.opset} for s in specs}
+    options.get("onnx-int8", {})["quantize_embedding"] = args.int8_embedding
+    source = SourceModel(args.model, args.revision)
+    for manifest in export_many(source, Path(args.out), specs, options):
+        size = sum(f["bytes"] for f in manifest.files.values())
+        print(f"{Path(args.out) / manifest.format}  ({size / 2**20:.1f} MiB)")
+    return 0

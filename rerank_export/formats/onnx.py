@@ -1,0 +1,387 @@
+"""ONNX artifacts (fp32, fp16, int8) of the single-logit scorer, and their onnxruntime backend.
+
+The graph is the decoder plus a one-row yes-minus-no head applied to the last real token (found from
+attention_mask, so left and right padding both work): inputs `input_ids` and `attention_mask` (int64,
+dynamic batch and sequence), output `logit` (fp32, one per row). No vocabulary-wide logits, no KV cache.
+
+fp32 is exported once with `torch.onnx.export(dynamo=True)`; fp16 and int8 are derived from that graph
+with onnxruntime's own tools. Weights always live in `model.onnx.data`: the real fp32 model is over
+protobuf's 2 GB limit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ArtifactError, MissingExtra, UsageError
+from ..manifest import Manifest, atomic_dir
+from ..scoring import OutOfMemory
+from .common import build_manifest
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.onnx"
+DATA_FILE = MODEL_FILE + ".data"
+INPUTS = ("input_ids", "attention_mask")
+OUTPUT = "logit"
+HEAD = "score_head"  # the initializer holding W[yes] - W[no]; conversions leave its MatMul in fp32
+DEFAULT_OPSET = 20
+# 18-20 export and run; opset 23 exports a RotaryEmbedding op that onnxruntime rejects at run time.
+SUPPORTED_OPSETS = (18, 19, 20)
+
+# Kept in fp32 in the fp16 artifact. RMSNorm squares the residual stream and averages the squares: in
+# fp16 that overflows once the RMS passes 256, which bf16-trained Qwen3 activations can reach, so each
+# norm's chain from Pow to the normalising Mul runs in fp32 (its input and its O(1) output stay fp16).
+# Softmax sums exponentials; the score head turns a small difference of large dot products into p(yes).
+FP16_FP32_OPS = ("Softmax",)
+RMSNORM_CHAIN = ("Pow", "ReduceMean", "Add", "Sqrt", "Reciprocal", "Div", "Mul")
+
+Converter = Callable[[Path, Path, dict[str, Any]], dict[str, Any]]
+
+
+def _require(package: str) -> Any:
+    import importlib
+
+    try:
+        return importlib.import_module(package)
+    except ImportError:
+        raise MissingExtra(package.split(".")[0], "cpu") from None
+
+
+def build_scorer(source: Any) -> Any:
+    """An nn.Module (input_ids, attention_mask) -> fp32 logit_yes - logit_no at each row's last real token."""
+    import torch
+
+    yes, no = source.head_rows()
+
+    class Scorer(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.decoder = source.lm.model  # export only traces it; nothing is modified
+            head = torch.nn.Parameter((yes - no).detach().clone(), requires_grad=False)
+            self.register_parameter(HEAD, head)
+
+        def forward(self, input_ids: Any, attention_mask: Any) -> Any:
+            hidden = self.decoder(input_ids=input_ids, attention_mask=attention_mask,
+                                  use_cache=False).last_hidden_state
+            positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+            last = (positions * attention_mask).argmax(dim=1)
+            h = hidden[torch.arange(input_ids.shape[0], device=input_ids.device), last]
+            return h.float() @ getattr(self, HEAD)
+
+    return Scorer().eval()
+
+
+def export_fp32_graph(source: Any, path: Path, opset: int = DEFAULT_OPSET) -> Path:
+    """Export the fp32 scorer to `path` (+ `path`.data) with the dynamo exporter."""
+    import torch
+
+    _require("onnxscript")
+    if opset not in SUPPORTED_OPSETS:
+        raise UsageError(f"opset {opset} is not supported; use one of {list(SUPPORTED_OPSETS)}")
+    model = build_scorer(source)
+    ids = torch.full((2, 16), source.contract.pad_id, dtype=torch.int64)
+    mask = torch.ones_like(ids)
+    mask[0, :4] = 0  # a padded row, so the trace does not specialise on an all-ones mask
+    batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
+    log.info("exporting the fp32 ONNX graph (opset %d) to %s", opset, path)
+    with torch.inference_mode(False), torch.no_grad():
+        program = torch.onnx.export(
+            model, (ids, mask), dynamo=True, opset_version=opset, input_names=list(INPUTS),
+            output_names=[OUTPUT], dynamic_shapes={"input_ids": {0: batch, 1: seq},
+                                                   "attention_mask": {0: batch, 1: seq}},
+            optimize=True, verbose=False,
+        )
+    program.save(str(path), external_data=True)
+    return path
+
+
+def save_external(model: Any, path: Path) -> None:
+    """Save with every weight in `<path>.data` (small constants stay inline: shape inference reads them)."""
+    import onnx
+
+    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=path.name + ".data", size_threshold=1024)
+
+
+def rmsnorm_nodes(model: Any) -> list[str]:
+    """Names of every RMSNorm node from Pow(x, 2) up to the Mul that normalises x, in graph order."""
+    consumers: dict[str, list[Any]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    found: list[str] = []
+    for node in model.graph.node:
+        if node.op_type != "Pow":
+            continue
+        chain = [node]
+        while chain[-1].op_type != "Mul":
+            nxt = [c for out in chain[-1].output for c in consumers.get(out, [])]
+            if len(nxt) != 1 or nxt[0].op_type not in RMSNORM_CHAIN:
+                break
+            chain.append(nxt[0])
+        if chain[-1].op_type == "Mul":  # a complete norm; anything else is some other Pow
+            found += [n.name for n in chain]
+    return found
+
+
+def head_nodes(model: Any) -> list[str]:
+    """Names of the nodes that read the score head (kept in full precision by every conversion)."""
+    return [n.name for n in model.graph.node if HEAD in n.input]
+
+
+def copy_fp32(src: Path, dst: Path, options: dict[str, Any]) -> dict[str, Any]:
+    # A real copy, not a hard link: onnx refuses external data with several links (hardlink attack).
+    shutil.copy2(src, dst)
+    shutil.copy2(src.parent / DATA_FILE, dst.parent / DATA_FILE)
+    return {}
+
+
+def to_fp16(src: Path, dst: Path, options: dict[str, Any]) -> dict[str, Any]:
+    """fp16 weights and MatMuls; fp32 inputs/outputs, norms, softmax and score head."""
+    import onnx
+
+    float16 = _require("onnxruntime.transformers.float16")
+    fp32_ops = list(options.get("fp32_ops", FP16_FP32_OPS))
+    graph = onnx.load(str(src), load_external_data=False)
+    keep = head_nodes(graph) + (rmsnorm_nodes(graph) if options.get("fp32_norms", True) else [])
+    model = float16.convert_float_to_float16(
+        str(src), keep_io_types=True, op_block_list=list(float16.DEFAULT_OP_BLOCK_LIST) + fp32_ops,
+        node_block_list=keep,
+    )
+    dropped = drop_cast_round_trips(model)
+    # The converter appends its Casts at the end; other ONNX tools expect a topologically sorted graph.
+    _require("onnxruntime.transformers.onnx_model").OnnxModel(model).topological_sort()
+    save_external(model, dst)
+    return {"fp16": {"converter": "onnxruntime.transformers.float16", "keep_io_types": True,
+                     "fp32_ops": fp32_ops, "fp32_nodes": len(keep),
+                     "fp32_norms": bool(options.get("fp32_norms", True)),
+                     "dropped_cast_round_trips": dropped}}
+
+
+def drop_cast_round_trips(model: Any) -> int:
+    """Short-circuit fp32 -> fp16 -> fp32 Cast pairs (between fp32 nodes, or to the fp32 output); count.
+
+    The float16 converter routes a tensor passed from one kept-in-fp32 node to the next through fp16,
+    which is exactly the overflow (x^2 -> inf) that keeping the nodes in fp32 was meant to avoid.
+    """
+    float16, float32 = 10, 1  # onnx.TensorProto.FLOAT16, FLOAT
+    producer = {out: n for n in model.graph.node for out in n.output}
+    count = 0
+    for node in model.graph.node:
+        first = producer.get(node.input[0]) if node.op_type == "Cast" and node.input else None
+        if first is not None and first.op_type == "Cast" and _cast_to(node) == float32 \
+                and _cast_to(first) == float16:
+            node.input[0] = first.input[0]  # now an fp32 -> fp32 Cast, which onnxruntime removes
+            count += 1
+    return count
+
+
+def _cast_to(node: Any) -> int | None:
+    return next((a.i for a in node.attribute if a.name == "to"), None)
+
+
+@contextlib.contextmanager
+def _root_log_level(level: int) -> Iterator[None]:
+    root = logging.getLogger()
+    before = root.level
+    root.setLevel(max(level, before))
+    try:
+        yield
+    finally:
+        root.setLevel(before)
+
+
+def to_int8(src: Path, dst: Path, options: dict[str, Any]) -> dict[str, Any]:
+    """Dynamic int8 quantization of the MatMul weights (and the embedding Gather if asked)."""
+    import onnx
+
+    quant = _require("onnxruntime.quantization")
+    ops = ["MatMul"] + (["Gather"] if options.get("quantize_embedding") else [])
+    per_channel = bool(options.get("per_channel", True))
+    keep = head_nodes(onnx.load(str(src), load_external_data=False))
+    with _root_log_level(logging.WARNING):  # quantize_dynamic logs every tensor at INFO on the root logger
+        quant.quantize_dynamic(src, dst, op_types_to_quantize=ops, per_channel=per_channel,
+                               weight_type=quant.QuantType.QInt8, nodes_to_exclude=keep,
+                               use_external_data_format=True, extra_options={"MatMulConstBOnly": True})
+    return {"int8": {"method": "onnxruntime.quantization.quantize_dynamic", "op_types": ops,
+                     "per_channel": per_channel, "weight_type": "QInt8", "excluded_nodes": keep}}
+
+
+# Storage dtype of a FORMATS row -> how its graph is derived from the fp32 export.
+CONVERSIONS: dict[str, Converter] = {"fp32": copy_fp32, "fp16": to_fp16, "int8": to_int8}
+
+
+def export(source: Any, out_root: Path, spec: Any, options: dict[str, Any]) -> Manifest:
+    """Write <out_root>/<spec.name>/: model.onnx, model.onnx.data, tokenizer, manifest."""
+    return export_many(source, out_root, [spec], {spec.name: options})[0]
+
+
+def export_many(source: Any, out_root: Path, specs: Sequence[Any],
+                options: dict[str, dict[str, Any]] | None = None) -> list[Manifest]:
+    """Export the fp32 graph once, then derive every requested ONNX artifact from it."""
+    out_root = Path(out_root)
+    options = options or {}
+    opsets = {int(options.get(s.name, {}).get("opset", DEFAULT_OPSET)) for s in specs}
+    if len(opsets) != 1:
+        raise UsageError(f"ONNX formats in one export must share an opset, got {sorted(opsets)}")
+    for spec in specs:
+        if spec.dtype not in CONVERSIONS:
+            raise UsageError(f"no ONNX conversion to '{spec.dtype}'; known: {', '.join(CONVERSIONS)}")
+    out_root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".onnx-export-", dir=out_root) as scratch:
+        fp32 = export_fp32_graph(source, Path(scratch) / MODEL_FILE, opsets.pop())
+        return [_write_artifact(source, fp32, out_root, s, options.get(s.name, {})) for s in specs]
+
+
+def _write_artifact(source: Any, fp32: Path, out_root: Path, spec: Any, options: dict[str, Any]) -> Manifest:
+    import onnx
+
+    target = out_root / spec.name
+    log.info("writing %s to %s", spec.name, target)
+    with atomic_dir(target) as tmp:
+        details = CONVERSIONS[spec.dtype](fp32, tmp / MODEL_FILE, options)
+        source.tokenizer.save_pretrained(str(tmp))
+        for path in tmp.iterdir():
+            path.chmod(0o644)  # onnx writes the data file private; an artifact is meant to be shared
+        weight_bytes = sum(p.stat().st_size for p in (tmp / MODEL_FILE, tmp / DATA_FILE))
+        graph = onnx.load(str(tmp / MODEL_FILE), load_external_data=False)
+        opset = next(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx"))
+        details.update(_provenance(opset))
+        manifest = build_manifest(source, tmp, spec.name, spec.dtype, weight_bytes, details)
+    return manifest
+
+
+def _provenance(opset: int) -> dict[str, Any]:
+    import onnxruntime
+    import torch
+
+    return {"graph": "decoder + yes-minus-no head at the last real token (from attention_mask)",
+            "model_file": MODEL_FILE, "external_data": DATA_FILE, "inputs": list(INPUTS), "output": OUTPUT,
+            "opset": opset, "onnxruntime": onnxruntime.__version__, "torch": torch.__version__}
+
+
+# --- loading -----------------------------------------------------------------------------------------
+
+def check_graph(path: Path) -> None:
+    """Refuse a missing/truncated model.onnx, a missing external data file, or unexpected inputs."""
+    onnx = _require("onnx")
+    if not path.is_file():
+        raise ArtifactError(f"{path} is missing: the ONNX artifact is incomplete; rebuild it")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf's DecodeError and onnx's own errors share no base class
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ArtifactError(f"{path} is not a readable ONNX model (truncated or corrupted?): {reason}; "
+                            "rebuild it") from exc
+    _check_io(path, model)
+    _check_external_data(path, model)
+
+
+def _check_io(path: Path, model: Any) -> None:
+    int64 = 7  # onnx.TensorProto.INT64
+    inputs = [(i.name, i.type.tensor_type.elem_type) for i in model.graph.input]
+    if inputs != [(name, int64) for name in INPUTS]:
+        raise ArtifactError(f"{path} has inputs {[n for n, _ in inputs]} (element types "
+                            f"{[t for _, t in inputs]}), expected int64 {list(INPUTS)}: not a rerank-export "
+                            "ONNX scorer; rebuild it")
+    outputs = [o.name for o in model.graph.output]
+    if outputs != [OUTPUT]:
+        raise ArtifactError(f"{path} has outputs {outputs}, expected ['{OUTPUT}']: not a rerank-export ONNX "
+                            "scorer; rebuild it")
+
+
+def _check_external_data(path: Path, model: Any) -> None:
+    for tensor in model.graph.initializer:
+        if tensor.data_location != 1:  # onnx.TensorProto.EXTERNAL
+            continue
+        info = {e.key: e.value for e in tensor.external_data}
+        data = path.parent / info.get("location", "")
+        if not data.is_file():
+            raise ArtifactError(f"{data} is missing: {path.name} keeps its weights there; copy it beside "
+                                f"{path.name} or rebuild the artifact")
+        end = int(info.get("offset", 0)) + int(info.get("length", 0))
+        if data.stat().st_size < end:
+            raise ArtifactError(f"{data} is truncated ({data.stat().st_size} bytes, tensor '{tensor.name}' "
+                                f"ends at {end}); rebuild the artifact")
+
+
+def providers_for(device: str) -> list[str]:
+    """Execution providers: CUDA when asked for ("cuda") or available ("auto"), else CPU."""
+    ort = _require("onnxruntime")
+    available = ort.get_available_providers()
+    has_cuda = "CUDAExecutionProvider" in available
+    if device == "cuda" and not has_cuda:
+        raise MissingExtra("onnxruntime-gpu", "gpu")
+    if device not in ("cpu", "cuda", "auto"):
+        raise UsageError(f"unknown device '{device}' for onnxruntime; use cpu, cuda or auto")
+    if device == "cuda" or (device == "auto" and has_cuda):
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
+
+
+def session_options(threads: int | None = None, optimization: str = "all") -> Any:
+    """Thread count (None = onnxruntime's default, one per physical core) and graph optimisation level."""
+    ort = _require("onnxruntime")
+    if optimization not in OPTIMIZATION_LEVELS:
+        raise UsageError(f"unknown optimisation level '{optimization}'; use one of {OPTIMIZATION_LEVELS}")
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, f"ORT_ENABLE_{optimization.upper()}",
+                                            ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+    if threads is not None:
+        opts.intra_op_num_threads = int(threads)
+        opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3  # errors only: ORT warns about every unused initializer otherwise
+    return opts
+
+
+def make_session(path: Path, device: str = "cpu", threads: int | None = None,
+                 optimization: str = "all") -> Any:
+    """A checked onnxruntime session for an artifact's model.onnx."""
+    ort = _require("onnxruntime")
+    check_graph(Path(path))
+    try:
+        return ort.InferenceSession(str(path), sess_options=session_options(threads, optimization),
+                                    providers=providers_for(device))
+    except (RuntimeError, ort.capi.onnxruntime_pybind11_state.Fail) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ArtifactError(f"onnxruntime cannot load {path}: {first}") from exc
+
+
+class OnnxBackend:
+    """Scores with an onnxruntime session over the single-logit graph (parity gate and runtime)."""
+
+    def __init__(self, session: Any, name: str = "onnx") -> None:
+        self.session = session
+        self.name = name
+        self.providers = session.get_providers()
+
+    def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        feed = {INPUTS[0]: np.ascontiguousarray(input_ids, dtype=np.int64),
+                INPUTS[1]: np.ascontiguousarray(attention_mask, dtype=np.int64)}
+        try:
+            out = self.session.run([OUTPUT], feed)[0]
+        except Exception as exc:  # onnxruntime raises its own classes, not MemoryError
+            if "allocate" in str(exc).lower() or "out of memory" in str(exc).lower():
+                raise OutOfMemory(str(exc)) from exc
+            raise
+        return np.asarray(out, dtype=np.float32).reshape(-1)
+
+
+def load(folder: Path, manifest: Manifest, device: str = "cpu", threads: int | None = None,
+         optimization: str = "all") -> OnnxBackend:
+    """The onnxruntime backend of an ONNX artifact folder."""
+    session = make_session(Path(folder) / MODEL_FILE, device, threads, optimization)
+    log.info("loaded %s on %s", folder, session.get_providers()[0])
+    return OnnxBackend(session, manifest.format)

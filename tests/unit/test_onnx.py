@@ -1,0 +1,192 @@
+"""ONNX artifacts: graph shape, parity against the causal LM, fp16 safety, int8 layout, bad input."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rerank_export.contract import pad_left
+from rerank_export.errors import ArtifactError, MissingExtra
+from rerank_export.evalsets import builtin_eval_set
+from rerank_export.formats import FORMATS
+from rerank_export.formats import onnx as ox
+from rerank_export.manifest import read_manifest
+from rerank_export.reference import ReferenceBackend, SourceModel
+
+pytestmark = pytest.mark.needs_fixtures
+
+ONNX_NAMES = ["onnx-fp32", "onnx-fp16", "onnx-int8"]
+FP32_LOGIT_TOL = 1e-4  # fp32 graph vs fp32 PyTorch: reordered sums only
+FP16_MAX_DP = FORMATS["onnx-fp16"].thresholds.max_abs_dp
+STRESS_SCALE = 3000.0  # layer-0 down_proj x this: residual RMS far past fp16's sqrt(65504) ~ 256
+FP16_SQUARE_LIMIT = 256.0
+SEED = 0
+
+
+@pytest.fixture(scope="session")
+def onnx_root(tmp_path_factory, source) -> Path:
+    """All three ONNX artifacts of the tiny model, from one fp32 export (read-only: copy to mutate)."""
+    root = tmp_path_factory.mktemp("onnx")
+    ox.export_many(source, root, [FORMATS[n] for n in ONNX_NAMES])
+    return root
+
+
+def _batch(source: SourceModel, side: str) -> tuple[np.ndarray, np.ndarray]:
+    group = builtin_eval_set(long_document=False).groups[0]
+    seqs = [source.contract.encode(group.query, d).input_ids for d in group.documents[:4]]
+    ids, mask = pad_left(seqs, source.contract.pad_id)
+    ids, mask = np.array(ids, dtype=np.int64), np.array(mask, dtype=np.int64)
+    if side == "right":  # move each row's padding to the end
+        for row in range(len(ids)):
+            ids[row] = np.roll(ids[row], -int((mask[row] == 0).sum()))
+            mask[row] = np.roll(mask[row], -int((mask[row] == 0).sum()))
+    return ids, mask
+
+
+def test_graph_has_two_int64_inputs_and_one_logit_per_row(onnx_root):
+    import onnx
+
+    for name in ONNX_NAMES:
+        model = onnx.load(str(onnx_root / name / ox.MODEL_FILE), load_external_data=False)
+        inputs = {i.name: i.type.tensor_type for i in model.graph.input}
+        assert list(inputs) == ["input_ids", "attention_mask"]
+        for t in inputs.values():
+            assert t.elem_type == onnx.TensorProto.INT64
+            assert all(d.dim_param for d in t.shape.dim), "batch and sequence axes must be dynamic"
+        (out,) = model.graph.output  # no vocabulary logits, no KV cache
+        assert out.name == "logit" and out.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+        assert len(out.type.tensor_type.shape.dim) == 1
+        assert (onnx_root / name / ox.DATA_FILE).is_file()
+        assert read_manifest(onnx_root / name).details["opset"] == ox.DEFAULT_OPSET
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_fp32_logits_match_the_causal_lm(onnx_root, source, side):
+    ids, mask = _batch(source, side)
+    backend = ox.load(onnx_root / "onnx-fp32", read_manifest(onnx_root / "onnx-fp32"))
+    expected = ReferenceBackend(source).logits(ids, mask)
+    np.testing.assert_allclose(backend.logits(ids, mask), expected, atol=FP32_LOGIT_TOL, rtol=0)
+
+
+def test_every_onnx_artifact_passes_the_parity_gate(onnx_root, source, copy_tree):
+    from rerank_export.parity import check_artifacts
+
+    root = copy_tree(onnx_root, "gate")
+    reports = check_artifacts(root, source, [builtin_eval_set(long_document=False)])
+    assert {r.name for r in reports} == set(ONNX_NAMES)
+    for report in reports:
+        assert report.passed, (report.name, report.breaches)
+        assert read_manifest(root / report.name).parity["verdict"] == "pass"
+    fp32 = next(r for r in reports if r.name == "onnx-fp32")
+    assert fp32.metrics["max_abs_dp"] < 1e-5
+
+
+def test_int8_quantizes_matmul_weights_only_and_keeps_the_head(onnx_root):
+    import onnx
+
+    model = onnx.load(str(onnx_root / "onnx-int8" / ox.MODEL_FILE), load_external_data=False)
+    ops = {n.op_type for n in model.graph.node}
+    assert "MatMulInteger" in ops and "DynamicQuantizeLinear" in ops
+    inits = {t.name: t.data_type for t in model.graph.initializer}
+    assert inits[ox.HEAD] == onnx.TensorProto.FLOAT
+    assert inits["decoder.embed_tokens.weight"] == onnx.TensorProto.FLOAT  # Gather left alone by default
+    assert [n.op_type for n in model.graph.node if ox.HEAD in n.input] == ["MatMul"]
+
+
+def test_fp16_keeps_io_types_and_halves_the_weights(onnx_root):
+    details = read_manifest(onnx_root / "onnx-fp16").details["fp16"]
+    assert details["keep_io_types"] and details["fp32_norms"] and details["fp32_nodes"] > 0
+    fp32 = (onnx_root / "onnx-fp32" / ox.DATA_FILE).stat().st_size
+    fp16 = (onnx_root / "onnx-fp16" / ox.DATA_FILE).stat().st_size
+    assert 0.45 < fp16 / fp32 < 0.55
+
+
+def _stressed_source(tiny_model: Path, tmp_path: Path) -> SourceModel:
+    import torch
+
+    src = SourceModel(str(shutil.copytree(tiny_model, tmp_path / "stressed")))
+    with torch.no_grad():
+        src.lm.model.layers[0].mlp.down_proj.weight.mul_(STRESS_SCALE)
+    return src
+
+
+def _residual_rms(src: SourceModel, ids: np.ndarray) -> float:
+    """Largest per-token RMS of the residual stream entering layer 1 (the next RMSNorm's input)."""
+    import torch
+
+    with torch.no_grad():
+        hidden = src.lm.model(input_ids=torch.as_tensor(ids), output_hidden_states=True).hidden_states[1]
+    return float(hidden.pow(2).mean(-1).sqrt().max())
+
+
+def test_fp16_survives_large_activations_where_naive_fp16_does_not(tiny_model, tmp_path):
+    """Evaluated with onnx's reference evaluator, which computes fp16 tensors in fp16 like a GPU does.
+
+    (onnxruntime's CPU provider runs most fp16 ops in fp32, so it would hide the overflow.)
+    """
+    from onnx.reference import ReferenceEvaluator
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+    from onnxruntime.transformers.onnx_model import OnnxModel
+
+    from rerank_export.scoring import sigmoid
+
+    src = _stressed_source(tiny_model, tmp_path)
+    ids, mask = _batch(src, "left")
+    assert _residual_rms(src, ids) > FP16_SQUARE_LIMIT  # the stress really overflows x^2 in fp16
+    fp32 = ox.export_fp32_graph(src, tmp_path / "fp32.onnx")
+    ox.to_fp16(fp32, tmp_path / "safe.onnx", {})
+    naive = convert_float_to_float16(str(fp32), keep_io_types=True)
+    OnnxModel(naive).topological_sort()
+    ox.save_external(naive, tmp_path / "naive.onnx")
+    expected = sigmoid(ReferenceBackend(src).logits(ids, mask))
+    feed = {"input_ids": ids, "attention_mask": mask}
+    safe = sigmoid(ReferenceEvaluator(str(tmp_path / "safe.onnx")).run(None, feed)[0])
+    with np.errstate(over="ignore", invalid="ignore"):
+        bad = sigmoid(ReferenceEvaluator(str(tmp_path / "naive.onnx")).run(None, feed)[0])
+    assert np.isfinite(safe).all() and np.abs(safe - expected).max() <= FP16_MAX_DP
+    assert not np.isfinite(bad).all() or np.abs(bad - expected).max() > FP16_MAX_DP
+
+
+def test_missing_external_data_is_a_one_line_error(onnx_root, copy_tree):
+    folder = copy_tree(onnx_root / "onnx-int8")
+    (folder / ox.DATA_FILE).unlink()
+    with pytest.raises(ArtifactError, match=r"model\.onnx\.data is missing"):
+        ox.load(folder, read_manifest(folder))
+
+
+def test_truncated_model_is_a_one_line_error(onnx_root, copy_tree):
+    folder = copy_tree(onnx_root / "onnx-int8")
+    path = folder / ox.MODEL_FILE
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
+    with pytest.raises(ArtifactError, match=r"model\.onnx") as info:
+        ox.load(folder, read_manifest(folder))
+    assert "\n" not in str(info.value)
+
+
+def test_unexpected_graph_inputs_are_refused(onnx_root, copy_tree):
+    import onnx
+    from onnx import TensorProto, helper
+
+    folder = copy_tree(onnx_root / "onnx-int8")
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n"])
+    y = helper.make_tensor_value_info("logit", TensorProto.FLOAT, ["n"])
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["logit"])], "wrong", [x], [y])
+    onnx.save_model(helper.make_model(graph), str(folder / ox.MODEL_FILE))
+    with pytest.raises(ArtifactError, match=r"has inputs \['x'\].*expected int64"):
+        ox.load(folder, read_manifest(folder))
+
+
+def test_session_options_and_providers():
+    import onnxruntime
+
+    opts = ox.session_options(threads=1, optimization="basic")
+    assert opts.intra_op_num_threads == 1
+    assert opts.graph_optimization_level == onnxruntime.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    assert ox.providers_for("cpu") == ["CPUExecutionProvider"]
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        assert ox.providers_for("auto") == ["CPUExecutionProvider"]
+        with pytest.raises(MissingExtra, match="onnxruntime-gpu"):
+            ox.providers_for("cuda")
