@@ -8,7 +8,6 @@ Calibration sees exactly the prompts the reranker scores: Contract.encode builds
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from typing import Any
 
 from .contract import Contract
 from .errors import EvalSetError
+from .evalsets import EvalSet, read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -52,53 +52,24 @@ class CalibrationSet:
 
 def builtin_pairs() -> list[CalibrationPair]:
     """~70 pairs written for calibration: English, Chinese and code; short to a few hundred tokens."""
-    text = resources.files("rerank_export").joinpath("data/calibration.jsonl").read_text(encoding="utf-8")
-    return _parse_lines(text.splitlines(), "builtin calibration set")
+    path = Path(str(resources.files("rerank_export").joinpath("data/calibration.jsonl")))
+    return _pairs(read_jsonl(path))
 
 
 def read_pairs(path: str | Path) -> list[CalibrationPair]:
-    """Pairs from a user's JSONL file (pair lines or eval-set lines with "documents")."""
+    """Pairs from a user's JSONL file (pair lines, or eval-set lines whose documents each become a pair)."""
     path = Path(path)
     if not path.is_file():
         raise EvalSetError(f"calibration file '{path}' not found; give a JSONL file of "
                            '{"query": ..., "document": ...} lines')
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as exc:
-        raise EvalSetError(f"{path} is not UTF-8 text: {exc.reason}") from exc
-    pairs = _parse_lines(lines, str(path))
+    pairs = _pairs(read_jsonl(path))
     if not pairs:
         raise EvalSetError(f"calibration file '{path}' has no (query, document) pairs")
     return pairs
 
 
-def _parse_lines(lines: Sequence[str], where: str) -> list[CalibrationPair]:
-    pairs: list[CalibrationPair] = []
-    for n, line in enumerate(lines, 1):
-        if line.strip():
-            pairs.extend(_parse_record(line, f"{where}:{n}"))
-    return pairs
-
-
-def _parse_record(line: str, where: str) -> list[CalibrationPair]:
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise EvalSetError(f"{where} is not valid JSON: {exc.msg}") from exc
-    if not isinstance(record, dict):
-        raise EvalSetError(f"{where}: expected a JSON object per line")
-    query, instruction = record.get("query"), record.get("instruction")
-    if not isinstance(query, str) or not query.strip():
-        raise EvalSetError(f"{where}: 'query' must be a non-empty string")
-    if instruction is not None and not isinstance(instruction, str):
-        raise EvalSetError(f"{where}: 'instruction' must be a string")
-    docs = [record["document"]] if "document" in record else record.get("documents")
-    if not isinstance(docs, list) or not docs:
-        raise EvalSetError(f"{where}: expected a 'document' string or a non-empty 'documents' list")
-    texts = [d.get("text") if isinstance(d, dict) else d for d in docs]
-    if not all(isinstance(t, str) for t in texts):
-        raise EvalSetError(f"{where}: every document must be a string or {{\"text\": string}}")
-    return [CalibrationPair(query, t, instruction) for t in texts]
+def _pairs(evalset: EvalSet) -> list[CalibrationPair]:
+    return [CalibrationPair(g.query, d, g.instruction) for g in evalset.groups for d in g.documents]
 
 
 def select(pairs: Sequence[CalibrationPair], samples: int) -> list[CalibrationPair]:

@@ -2,6 +2,7 @@
 
 User JSONL, one query per line:
     {"query": "...", "documents": ["...", {"text": "..."}], "labels": [2, 0], "instruction": "..."}
+or one pair per line: {"query": "...", "document": "..."}.
 `labels` (graded relevance, any non-negative numbers) and `instruction` are optional.
 T2Ranking-style lines {"query": ..., "pos": [...], "neg": [...]} are read as labels 1/0.
 A folder holding corpus.tsv, queries.tsv and qrels.txt is read as NovelEval.
@@ -67,7 +68,7 @@ def load_eval_set(spec: str | Path) -> EvalSet:
     if path.is_dir():
         evalset = _read_noveleval(path)
     elif path.is_file():
-        evalset = _read_jsonl(path)
+        evalset = read_jsonl(path)
     else:
         raise EvalSetError(f"eval set '{spec}' not found (give 'builtin', a JSONL file or a NovelEval folder)")
     if not evalset.groups or evalset.num_pairs == 0:
@@ -75,7 +76,7 @@ def load_eval_set(spec: str | Path) -> EvalSet:
     return evalset
 
 
-def _read_jsonl(path: Path) -> EvalSet:
+def read_jsonl(path: Path) -> EvalSet:
     groups = []
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -97,11 +98,12 @@ def _read_jsonl(path: Path) -> EvalSet:
 
 def _user_group(record: dict[str, Any], where: str) -> EvalGroup:
     query = record.get("query")
-    docs = record.get("documents")
+    docs = [record["document"]] if "document" in record else record.get("documents")
     if not isinstance(query, str) or not query.strip():
         raise EvalSetError(f"{where}: 'query' must be a non-empty string")
     if not isinstance(docs, list) or not docs:
-        raise EvalSetError(f"{where}: 'documents' must be a non-empty list (or use 'pos'/'neg')")
+        raise EvalSetError(f"{where}: expected a 'document' string or a non-empty 'documents' list "
+                           "(or 'pos'/'neg')")
     texts = tuple(_doc_text(d, where) for d in docs)
     labels = record.get("labels")
     if labels is not None:

@@ -35,6 +35,7 @@ ORIGINAL_RERANKER_OVERRIDES = {
 TYPICAL_PAIR_TOKENS = 256
 MAX_NUM_SEQS = 256
 MIN_GPU_UTILIZATION, MAX_GPU_UTILIZATION = 0.05, 0.95
+AWQ_DTYPE = "float16"  # vLLM's AWQ GEMM kernels take fp16 activations only
 
 
 @dataclass(frozen=True)
@@ -81,9 +82,7 @@ def checkpoint_flags(config: dict[str, Any], manifest: Manifest | None) -> list[
     if method:
         flags += ["--quantization", str(method)]
     if method == "awq":
-        from .awq.vllm_args import VLLM_DTYPE  # the AWQ kernels take fp16 activations only
-
-        flags += ["--dtype", VLLM_DTYPE]
+        flags += ["--dtype", AWQ_DTYPE]
     return flags
 
 

@@ -54,6 +54,18 @@ def baseline_artifacts(tmp_path_factory, source) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def verified_artifacts(tmp_path_factory, baseline_artifacts, source) -> Path:
+    """A copy of the baseline artifacts whose baseline-fp32 passed the parity gate (the runtime's input)."""
+    from rerank_export.evalsets import builtin_eval_set
+    from rerank_export.parity import check_artifacts
+
+    root = tmp_path_factory.mktemp("verified") / "artifacts"
+    shutil.copytree(baseline_artifacts, root)
+    assert check_artifacts(root, source, [builtin_eval_set(False).limit(2)], names=["baseline-fp32"])[0].passed
+    return root
+
+
 @pytest.fixture
 def copy_tree(tmp_path):
     def _copy(src: Path, name: str | None = None) -> Path:

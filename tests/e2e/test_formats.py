@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from rerank_export.build import build
 from rerank_export.formats import FORMATS
 from rerank_export.recipe import load_recipe, parse_recipe

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import socket
 import threading
 import time
@@ -49,14 +48,8 @@ class ServerThread:
 
 
 @pytest.fixture(scope="module")
-def verified_root(tmp_path_factory, baseline_artifacts, source):
-    from rerank_export.evalsets import builtin_eval_set
-    from rerank_export.parity import check_artifacts
-
-    root = tmp_path_factory.mktemp("serve") / "artifacts"
-    shutil.copytree(baseline_artifacts, root)
-    assert check_artifacts(root, source, [builtin_eval_set(False).limit(2)], names=["baseline-fp32"])[0].passed
-    return root
+def verified_root(verified_artifacts):
+    return verified_artifacts
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from rerank_export.awq.vllm_args import args_for_artifact, vllm_serve_args
 from rerank_export.calibration import builtin_pairs, load_calibration, read_pairs, select
 from rerank_export.errors import ArtifactError, EvalSetError, UsageError
 from rerank_export.evalsets import builtin_eval_set
@@ -160,15 +159,3 @@ def test_bad_calibration_lines_name_the_line(tmp_path, line, message):
     with pytest.raises(EvalSetError, match=message) as exc:
         read_pairs(path)
     assert "bad.jsonl:1" in str(exc.value)
-
-
-def test_vllm_arguments(awq_root):
-    args = vllm_serve_args("/a/awq-int4", port=9000, max_model_len=8192, gpu_memory_utilization=0.5)
-    assert args[:3] == ["vllm", "serve", "/a/awq-int4"]
-    pairs = dict(zip(args[3::2], args[4::2]))
-    assert pairs == {"--quantization": "awq", "--dtype": "float16", "--runner": "pooling", "--convert": "classify",
-                     "--host": "127.0.0.1", "--port": "9000", "--max-model-len": "8192",
-                     "--gpu-memory-utilization": "0.5"}
-    assert args_for_artifact(awq_root / NAME, 4096)[-2:] == ["--max-model-len", "4096"]
-    with pytest.raises(ValueError, match="port"):
-        vllm_serve_args("/a", port=0)
