@@ -1,6 +1,5 @@
 """One measurement in its own process, so peak RSS (VmHWM) belongs to one format only.
 
-    python benchmarks/_measure.py build  --config CONFIG --tokenizer DIR --out DIR
     python benchmarks/_measure.py export --model DIR --out ROOT --format NAME
     python benchmarks/_measure.py score  --folder ROOT/NAME --batch 8 --length 256 --threads 1 --repeats 2
 
@@ -27,20 +26,6 @@ def peak_rss() -> int:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) * 1024
     return 0
-
-
-def build(args: argparse.Namespace) -> dict[str, Any]:
-    """A random-weight Qwen3ForCausalLM of the config's shape, saved in bf16 with the real tokenizer."""
-    import torch
-    from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
-
-    torch.manual_seed(0)
-    config = Qwen3Config.from_json_file(args.config)
-    config.architectures = ["Qwen3ForCausalLM"]
-    model = Qwen3ForCausalLM(config).to(torch.bfloat16)
-    model.save_pretrained(args.out)
-    AutoTokenizer.from_pretrained(args.tokenizer).save_pretrained(args.out)
-    return {"params": sum(p.numel() for p in model.parameters())}
 
 
 def export(args: argparse.Namespace) -> dict[str, Any]:
@@ -92,10 +77,6 @@ def score(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="what", required=True)
-    b = sub.add_parser("build")
-    b.add_argument("--config", required=True)
-    b.add_argument("--tokenizer", required=True)
-    b.add_argument("--out", required=True)
     e = sub.add_parser("export")
     e.add_argument("--model", required=True)
     e.add_argument("--out", required=True)
@@ -107,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--threads", type=int, default=1)
     s.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args(argv)
-    result = {"build": build, "export": export, "score": score}[args.what](args)
+    result = {"export": export, "score": score}[args.what](args)
     print(json.dumps(result))
     return 0
 

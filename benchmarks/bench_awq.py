@@ -15,16 +15,14 @@ import logging
 import time
 from pathlib import Path
 
+from realshape import build_real_shape
+
 from rerank_export.export import export_formats
 from rerank_export.formats.common import peak_rss_bytes
 from rerank_export.reference import SourceModel
-from rerank_export.tiny import TinySizes, build_tiny
 
 ROOT = Path(__file__).resolve().parent
 OUT = ROOT / "out"
-FIXTURE = ROOT.parent.parent / "shared" / "fixtures" / "qwen3-reranker-0.6b"
-REAL_SHAPE = TinySizes(hidden_size=1024, intermediate_size=3072, num_hidden_layers=28, num_attention_heads=16,
-                       num_key_value_heads=8, head_dim=128, max_position_embeddings=40960, initializer_range=0.02)
 
 
 def main() -> None:
@@ -33,9 +31,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=64)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    model_dir = OUT / "real-shape-0.6b"
-    if not (model_dir / "config.json").is_file():
-        build_tiny(model_dir, tokenizer_dir=FIXTURE, seed=0, sizes=REAL_SHAPE)
+    model_dir = build_real_shape()
     source = SourceModel(str(model_dir))
     start, cpu_start = time.perf_counter(), time.process_time()
     (manifest,) = export_formats(str(model_dir), None, OUT / "artifacts", ["awq-int4"],

@@ -23,7 +23,6 @@ log = logging.getLogger("bench_formats")
 
 HERE = Path(__file__).resolve().parent
 MEASURE = HERE / "_measure.py"
-REAL_CONFIG = HERE.parent.parent / "shared" / "fixtures" / "qwen3-reranker-0.6b"
 DEFAULT_FORMATS = ["baseline-fp32", "baseline-bf16", "onnx-fp32", "onnx-fp16", "onnx-int8"]
 LABELS = {"baseline-fp32": "PyTorch fp32 (baseline-fp32)", "baseline-bf16": "PyTorch bf16 (baseline-bf16)"}
 
@@ -41,14 +40,9 @@ def run_step(*args: str) -> dict[str, Any]:
 
 def ensure_model(out: Path) -> Path:
     """The cached random-weight real-shape model under benchmarks/out/ (built once)."""
-    model = out / "qwen3-reranker-0.6b-random"
-    if not (model / "config.json").is_file():
-        result = run_step("build", "--config", str(REAL_CONFIG / "config.json"),
-                          "--tokenizer", str(REAL_CONFIG),
-                          "--out", str(model))
-        if "error" in result:
-            raise SystemExit(f"building the real-shape model failed: {result['error']}")
-    return model
+    from realshape import build_real_shape
+
+    return build_real_shape(out / "qwen3-reranker-0.6b-random")
 
 
 def measure(formats: list[str], model: Path, root: Path, args: argparse.Namespace) -> list[dict[str, Any]]:

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from realshape import build_real_shape
 
 from rerank_export.export import export_formats
 from rerank_export.formats.baseline import load
@@ -26,21 +27,15 @@ from rerank_export.memory import measure_peak
 from rerank_export.prefix import PrefixReuseBackend
 from rerank_export.reference import SourceModel
 from rerank_export.scoring import score_encoded
-from rerank_export.tiny import TinySizes, build_tiny
+from rerank_export.tiny import build_tiny
 
 TOKENIZER = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "qwen3-reranker-0.6b"
-SHAPES = {
-    "tiny": TinySizes(),
-    # Qwen3-Reranker-0.6B's config.json: 28 layers, hidden 1024, MLP 3072, 16 q heads, 8 kv heads of 128.
-    "qwen3-0.6b": TinySizes(hidden_size=1024, intermediate_size=3072, num_hidden_layers=28, num_attention_heads=16,
-                            num_key_value_heads=8, head_dim=128, max_position_embeddings=40960,
-                            initializer_range=0.02),
-}
+SHAPES = ("tiny", "qwen3-0.6b")  # the embedded tiny model; the real 0.6B shape with random weights
 MEMORY_SHAPES = [(1, 256), (4, 512), (8, 256), (1, 2048), (2, 2048)]
 
 
 def build_artifact(shape: str, work: Path) -> Path:
-    model = build_tiny(work / f"model-{shape}", TOKENIZER, seed=0, sizes=SHAPES[shape])
+    model = build_real_shape() if shape == "qwen3-0.6b" else build_tiny(work / "model-tiny", TOKENIZER, seed=0)
     source = SourceModel(str(model))
     export_formats(str(model), None, work / "artifacts", ["baseline-fp32"], source=source)
     return work / "artifacts" / "baseline-fp32"
@@ -89,7 +84,7 @@ def prefix_rows(folder: Path, docs: int, repeats: int) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shape", choices=sorted(SHAPES), default="tiny")
+    parser.add_argument("--shape", choices=SHAPES, default="tiny")
     parser.add_argument("--docs", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-memory", action="store_true")
