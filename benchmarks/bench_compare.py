@@ -7,7 +7,7 @@ Measured side by side in one run, each in its own process (so peak RSS is its ow
               sentence-transformers' CrossEncoder on the converted baseline, and every artifact through
               rerank_export.load (with and without shared-prefix reuse)
   bytes:      each artifact against the 16-bit baseline
-  llama.cpp:  llama-cpp-python with Q8_0 / Q4_K_M, if it is installed
+  llama.cpp:  llama-cpp-python with Q8_0 / Q4_K_M, read from bench_llamacpp.py's last run (own venv)
 
     .venv/bin/python benchmarks/bench_compare.py [--docs 100] [--artifacts benchmarks/out/artifacts]
 
@@ -162,11 +162,11 @@ def byte_rows(artifacts: Path) -> dict:
 
 
 def llama_cpp_row() -> dict:
-    try:
-        import llama_cpp  # noqa: F401
-    except ImportError as exc:
-        return {"error": f"llama-cpp-python is not installed here: {exc}"}
-    return {"error": "llama-cpp-python imports, but the GGUF conversion of a random reranker is not wired up"}
+    """llama.cpp runs in its own venv (benchmarks/bench_llamacpp.py); its last results are read here."""
+    path = OUT / "llamacpp.json"
+    if not path.is_file():
+        return {"error": "no benchmarks/out/llamacpp.json: run benchmarks/bench_llamacpp.py (see its docstring)"}
+    return json.loads(path.read_text())
 
 
 if __name__ == "__main__":
