@@ -128,6 +128,7 @@ def main() -> None:
     results = {"memory": memory_rows(model, args.artifacts), "throughput": throughput_rows(model, args),
                "bytes": byte_rows(args.artifacts), "llama_cpp": llama_cpp_row(), "docs": args.docs}
     args.out.write_text(json.dumps(results, indent=1))
+    plot(results, args.out.with_suffix(".png"))
     print(json.dumps(results, indent=1))
 
 
@@ -159,6 +160,32 @@ def byte_rows(artifacts: Path) -> dict:
              for p in sorted(artifacts.iterdir()) if (p / "manifest.json").is_file()}
     base = sizes.get("baseline-fp16") or sizes.get("baseline-bf16")
     return {name: {"bytes": b, "ratio_to_16bit_baseline": (b / base) if base else None} for name, b in sizes.items()}
+
+
+def plot(results: dict, path: Path) -> None:
+    """Two bar charts: pairs/s per method, and peak memory above the loaded model for 8 x 1024 tokens."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    speed = {k: v["pairs_per_s"] for k, v in results["throughput"].items() if "pairs_per_s" in v}
+    for name, row in (results["llama_cpp"].get("formats") or {}).items():
+        speed[f"llama.cpp {name} ({row['docs']} docs)"] = row["pairs_per_s"]
+    memory = {k: v["peak_above_loaded_mib"] for k, v in results["memory"].items() if "peak_above_loaded_mib" in v}
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(9, 2 + 0.35 * (len(speed) + len(memory))), dpi=100,
+                                   gridspec_kw={"height_ratios": [max(1, len(speed)), max(1, len(memory))]})
+    ax1.barh(list(speed), list(speed.values()), color="tab:blue")
+    ax1.set_xlabel(f"pairs/s, one query x {results['docs']} documents of ~200 tokens (CPU, 2 threads)")
+    ax2.barh(list(memory), list(memory.values()), color="tab:orange")
+    ax2.set_xlabel("peak RSS above the loaded model, 8 pairs x 1024 tokens (MiB)")
+    for ax in (ax1, ax2):
+        ax.invert_yaxis()
+        ax.tick_params(axis="y", labelsize=8)
+    fig.suptitle("Random-weight Qwen3-Reranker-0.6B shape, CPU")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
 
 
 def llama_cpp_row() -> dict:
