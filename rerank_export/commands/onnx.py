@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..formats import get_format
-from ..formats.onnx import DEFAULT_OPSET, SUPPORTED_OPSETS, export_many
-from ..reference import SourceModel
+from ..export import export_formats
+from ..formats.onnx import DEFAULT_OPSET, SUPPORTED_OPSETS
 from ._common import add_model_arguments
 
 NAME = "onnx"
@@ -33,11 +32,10 @@ def format_names(dtypes: list[str] | None, quantize: list[str] | None) -> list[s
 
 
 def run(args: argparse.Namespace) -> int:
-    specs = [get_format(n) for n in format_names(args.dtype, args.quantize)]
-    options = {s.name: {**(s.options or {}), "opset": args.opset} for s in specs}
+    names = format_names(args.dtype, args.quantize)
+    options = {n: {"opset": args.opset} for n in names}
     options.get("onnx-int8", {})["quantize_embedding"] = args.int8_embedding
-    source = SourceModel(args.model, args.revision)
-    for manifest in export_many(source, Path(args.out), specs, options):
+    for manifest in export_formats(args.model, args.revision, Path(args.out), names, options):
         size = sum(f["bytes"] for f in manifest.files.values())
         print(f"{Path(args.out) / manifest.format}  ({size / 2**20:.1f} MiB)")
     return 0

@@ -44,13 +44,13 @@ FORMATS: dict[str, FormatSpec] = {
                                 loader=baseline.load),
     "onnx-fp16": FormatSpec("onnx-fp16", "onnx", "fp16", "onnxruntime", ONNX_FP16_LIMITS, fidelity=85,
                             cpu_speed=10, devices=("cuda",), exporter=onnx.export, loader=onnx.load,
-                            extra="cpu", options={"opset": onnx.DEFAULT_OPSET}),
+                            extra="cpu", options={"opset": onnx.DEFAULT_OPSET}, exporter_many=onnx.export_many),
     "onnx-fp32": FormatSpec("onnx-fp32", "onnx", "fp32", "onnxruntime", ONNX_FP32_LIMITS, fidelity=100,
                             cpu_speed=40, devices=("cpu", "cuda"), exporter=onnx.export, loader=onnx.load,
-                            extra="cpu", options={"opset": onnx.DEFAULT_OPSET}),
+                            extra="cpu", options={"opset": onnx.DEFAULT_OPSET}, exporter_many=onnx.export_many),
     "onnx-int8": FormatSpec("onnx-int8", "onnx", "int8", "onnxruntime", ONNX_INT8_LIMITS, fidelity=60,
                             cpu_speed=70, devices=("cpu", "cuda"), exporter=onnx.export, loader=onnx.load,
-                            extra="cpu", options={"opset": onnx.DEFAULT_OPSET}),
+                            extra="cpu", options={"opset": onnx.DEFAULT_OPSET}, exporter_many=onnx.export_many),
 }
 
 

@@ -37,6 +37,8 @@ class Thresholds:
 
 Exporter = Callable[["SourceModel", Path, "FormatSpec", dict[str, Any]], "Manifest"]
 Loader = Callable[[Path, "Manifest", str], "Backend"]
+# Exports several formats of one family from shared work (ONNX: one fp32 trace for fp32, fp16 and int8).
+ManyExporter = Callable[["SourceModel", Path, "list[FormatSpec]", dict[str, dict[str, Any]]], "list[Manifest]"]
 
 
 @dataclass(frozen=True)
@@ -55,3 +57,4 @@ class FormatSpec:
     loader: Loader
     extra: str | None = None  # pip extra the format needs beyond the base install
     options: dict[str, Any] | None = None  # default exporter options
+    exporter_many: ManyExporter | None = None
