@@ -6,7 +6,6 @@ every exporter, the parity gate and the runtime see exactly the same inputs.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -121,15 +120,6 @@ class Contract:
         # Same as the model card's right truncation of the whole body: the head is never reached.
         return Encoded(self.prefix_ids + body[:budget] + self.suffix_ids, truncated)
 
-    def encode_many(
-        self, query: str, documents: Sequence[str], instruction: str | None = None
-    ) -> list[Encoded]:
-        return [self.encode(query, doc, instruction) for doc in documents]
-
-    def text(self, query: str, document: str, instruction: str | None = None) -> str:
-        """The exact text the model sees (after any truncation)."""
-        return self.tokenizer.decode(self.encode(query, document, instruction).input_ids)
-
 
 def pad_left(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[list[list[int]], list[list[int]]]:
     """Left-pad to the longest sequence: the scored token is then always the last position."""
@@ -137,13 +127,3 @@ def pad_left(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[list[list
     ids = [[pad_id] * (width - len(s)) + list(s) for s in sequences]
     mask = [[0] * (width - len(s)) + [1] * len(s) for s in sequences]
     return ids, mask
-
-
-def p_yes_from_logit(logit: float) -> float:
-    """p(yes) = softmax(no, yes)[yes] = sigmoid(logit_yes - logit_no). NaN stays NaN."""
-    if math.isnan(logit):
-        return logit
-    if logit >= 0:
-        return 1.0 / (1.0 + math.exp(-logit))
-    e = math.exp(logit)
-    return e / (1.0 + e)

@@ -9,7 +9,6 @@ from rerank_export.contract import (
     SUFFIX,
     Contract,
     format_body,
-    p_yes_from_logit,
     pad_left,
 )
 from rerank_export.errors import ContractError
@@ -71,8 +70,10 @@ def test_pad_left_puts_real_tokens_last():
 
 
 def test_p_yes_is_a_stable_sigmoid():
-    assert p_yes_from_logit(0.0) == 0.5
-    assert p_yes_from_logit(-1000.0) == 0.0 and p_yes_from_logit(1000.0) == 1.0
+    from rerank_export.scoring import sigmoid
+
+    assert sigmoid(0.0) == 0.5
+    assert sigmoid(-1000.0) == 0.0 and sigmoid(1000.0) == 1.0
     assert format_body("q", "d") == f"<Instruct>: {DEFAULT_INSTRUCTION}\n<Query>: q\n<Document>: d"
 
 
