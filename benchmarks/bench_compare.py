@@ -25,6 +25,7 @@ from pathlib import Path
 from realshape import OUT, ROOT, build_real_shape, run_worker
 
 SCRIPT = Path(__file__).resolve()
+SCORES_KEPT = 20  # each row keeps its first scores, so the driver can check every scorer saw the same prompts
 QUERY = "What are the health effects of drinking green tea every day?"
 SENTENCE = ("Green tea contains catechins and a little caffeine; studies on daily drinkers report small effects "
             "on blood pressure, cholesterol and alertness, while very high intakes may upset the stomach. ")
@@ -69,24 +70,25 @@ def _model_card_scorer(model_dir: str, batch: int):
 
 
 def _cross_encoder_scorer(folder: str, batch: int):
+    """sentence-transformers' CrossEncoder on the artifact as it is: the artifact's chat template (the
+    contract's prompt over query/document roles) is what makes CrossEncoder render the right prompt."""
     from sentence_transformers import CrossEncoder
 
     model = CrossEncoder(folder, device="cpu", max_length=8192)
-    # CrossEncoder pairs raw texts: give it the reranker's own prompt so it scores what the model expects.
-    from rerank_export.contract import PREFIX, SUFFIX, format_body
-
-    def score(query: str, docs: list[str]) -> list[float]:
-        texts = [(PREFIX + format_body(query, d), SUFFIX) for d in docs]
-        return [float(x) for x in model.predict(texts, batch_size=batch, activation_fn=None, convert_to_numpy=True)]
-
-    return score
+    return lambda query, docs: [float(x) for x in model.predict([(query, d) for d in docs], batch_size=batch)]
 
 
 def _runtime_scorer(folder: str, prefix_reuse: bool):
     import rerank_export
+    from rerank_export.prefix import PrefixReuseBackend
 
     reranker = rerank_export.load(folder, device="cpu", allow_unverified=True, prefix_reuse=prefix_reuse)
-    return lambda query, docs: reranker.score([(query, d) for d in docs])
+
+    def score(query: str, docs: list[str]) -> list[float]:
+        return reranker.score([(query, d) for d in docs])
+
+    score.prefix_reuse = isinstance(reranker.backend, PrefixReuseBackend)  # reported with the row
+    return score
 
 
 def worker(kind: str, target: str, docs: int, batch: int, length: int) -> dict:
@@ -108,7 +110,8 @@ def worker(kind: str, target: str, docs: int, batch: int, length: int) -> dict:
     scores = score(QUERY, texts)
     seconds = time.perf_counter() - start
     return {"pairs_per_s": docs / seconds, "seconds": seconds, "loaded_mib": loaded / 2**20,
-            "peak_above_loaded_mib": (peak_rss_bytes() - loaded) / 2**20, "n": len(scores)}
+            "peak_above_loaded_mib": (peak_rss_bytes() - loaded) / 2**20, "docs": len(scores),
+            "prefix_reuse": getattr(score, "prefix_reuse", False), "scores": scores[:SCORES_KEPT]}
 
 
 # ---------------------------------------------------------------- driver
@@ -117,6 +120,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--worker", nargs=5, metavar=("KIND", "TARGET", "DOCS", "BATCH", "LENGTH"))
     parser.add_argument("--docs", type=int, default=100)
+    parser.add_argument("--limit", action="append", default=[], metavar="ARTIFACT=N",
+                        help="score only N documents through this artifact (for formats far too slow here)")
     parser.add_argument("--artifacts", type=Path, default=OUT / "artifacts")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "compare.json")
     args = parser.parse_args()
@@ -142,16 +147,26 @@ def memory_rows(model: Path, artifacts: Path) -> dict:
 
 
 def throughput_rows(model: Path, args: argparse.Namespace) -> dict:
+    limits = {name: int(n) for name, n in (item.split("=", 1) for item in args.limit)}
     n = str(args.docs)
     rows = {"model-card (fp32, batch 8)": run_worker(SCRIPT, ["model-card", str(model), n, "8", "200"])}
-    base = args.artifacts / "baseline-bf16"
+    base = args.artifacts / "baseline-fp32"
     if base.is_dir():
-        rows["sentence-transformers CrossEncoder (baseline-bf16)"] = run_worker(
+        rows["sentence-transformers CrossEncoder (baseline-fp32)"] = run_worker(
             SCRIPT, ["cross-encoder", str(base), n, "8", "200"])
     for folder in sorted(p for p in args.artifacts.iterdir() if (p / "manifest.json").is_file()):
-        rows[f"rerank-export {folder.name}"] = run_worker(SCRIPT, ["runtime", str(folder), n, "0", "200"])
+        docs = str(limits.get(folder.name, args.docs))
+        row = run_worker(SCRIPT, ["runtime", str(folder), docs, "0", "200"])
+        if not row.get("prefix_reuse"):  # ONNX: reuse does not apply, the no-reuse run would be the same
+            rows[f"rerank-export {folder.name}"] = row
+            continue
+        rows[f"rerank-export {folder.name} (prefix reuse)"] = row
         rows[f"rerank-export {folder.name} (no prefix reuse)"] = run_worker(
-            SCRIPT, ["runtime-noreuse", str(folder), n, "0", "200"])
+            SCRIPT, ["runtime-noreuse", str(folder), docs, "0", "200"])
+    reference = rows["model-card (fp32, batch 8)"].get("scores")
+    for row in rows.values():  # same prompts in, same p(yes) out (up to the format's precision)
+        if reference and row.get("scores"):
+            row["max_abs_diff_vs_model_card"] = max(abs(a - b) for a, b in zip(row["scores"], reference))
     return rows
 
 
@@ -169,7 +184,8 @@ def plot(results: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    speed = {k: v["pairs_per_s"] for k, v in results["throughput"].items() if "pairs_per_s" in v}
+    speed = {k + (f" ({v['docs']} docs)" if v["docs"] != results["docs"] else ""): v["pairs_per_s"]
+             for k, v in results["throughput"].items() if "pairs_per_s" in v}
     for name, row in (results["llama_cpp"].get("formats") or {}).items():
         speed[f"llama.cpp {name} ({row['docs']} docs)"] = row["pairs_per_s"]
     memory = {k: v["peak_above_loaded_mib"] for k, v in results["memory"].items() if "peak_above_loaded_mib" in v}

@@ -49,6 +49,31 @@ def load_tokenizer(path: str | Path, revision: str | None = None) -> Any:
     return tok
 
 
+def score_template_path() -> Path:
+    """The prompt above as a chat template over the roles system (instruction), query and document.
+
+    Tools that pair texts through chat roles (vLLM's /rerank and /score, sentence-transformers >= 5.4
+    CrossEncoder) render exactly this module's prompt with it; tests/unit/test_contract.py checks that.
+    """
+    from importlib import resources
+
+    return Path(str(resources.files("rerank_export").joinpath("data/qwen3_reranker_score.jinja")))
+
+
+def save_tokenizer(tokenizer: Any, folder: str | Path) -> None:
+    """Save the tokenizer into an artifact with the score template as its chat template.
+
+    Qwen3's own chat template renders a (query, document) pair as nothing useful, so without this
+    `CrossEncoder(artifact)` refuses to load and vLLM needs --chat-template.
+    """
+    original = tokenizer.chat_template
+    tokenizer.chat_template = score_template_path().read_text()
+    try:
+        tokenizer.save_pretrained(str(folder))
+    finally:
+        tokenizer.chat_template = original
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__

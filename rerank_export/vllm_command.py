@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .contract import score_template_path
 from .errors import ArtifactError, MissingExtra
 from .manifest import Manifest
 from .select import Decision
@@ -84,17 +85,6 @@ def checkpoint_flags(config: dict[str, Any], manifest: Manifest | None) -> list[
     if method == "awq":
         flags += ["--dtype", AWQ_DTYPE]
     return flags
-
-
-def score_template_path() -> Path:
-    """The Qwen3-Reranker prompt as a vLLM score chat template (roles system/query/document).
-
-    vLLM's /rerank and /score otherwise pair the raw texts; the template makes them see exactly the
-    contract's prompt (tests/unit/test_vllm_command.py renders it against contract.py).
-    """
-    from importlib import resources
-
-    return Path(str(resources.files("rerank_export").joinpath("data/qwen3_reranker_score.jinja")))
 
 
 def build_command(folder: str | Path, settings: VllmSettings, config: dict[str, Any],

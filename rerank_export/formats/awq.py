@@ -12,6 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from ..contract import save_tokenizer
 from ..errors import ArtifactError, UsageError
 from ..manifest import Manifest, atomic_dir
 from .baseline import TorchBackend, to_sequence_classifier
@@ -108,7 +109,7 @@ def export(source: Any, out_root: Path, spec: Any, options: dict[str, Any]) -> M
     with atomic_dir(target) as tmp:
         file_bytes = save_quantized(model, tmp, 4, result.settings.group_size)
         result.save(tmp / SEARCH_FILE)
-        source.tokenizer.save_pretrained(str(tmp))
+        save_tokenizer(source.tokenizer, tmp)
         backend = load(tmp, None, "cpu")
         details = {"calibration": calib.describe(), "search": asdict(result.settings),
                    "search_seconds": round(seconds, 1), "search_summary": result.summary(),

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ..contract import save_tokenizer
 from ..manifest import Manifest, atomic_dir
 from ..scoring import OutOfMemory
 from .common import build_manifest
@@ -73,7 +74,7 @@ def export(source: Any, out_root: Path, spec: Any, options: dict[str, Any]) -> M
     log.info("writing %s (%s) to %s", spec.name, spec.dtype, target)
     with atomic_dir(target) as tmp:
         model.save_pretrained(str(tmp))
-        source.tokenizer.save_pretrained(str(tmp))
+        save_tokenizer(source.tokenizer, tmp)
         write_rope_theta(tmp / "config.json", 1_000_000.0)
         weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
         manifest = build_manifest(source, tmp, spec.name, spec.dtype, weight_bytes)

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from ..contract import save_tokenizer
 from ..errors import ArtifactError, MissingExtra, UsageError
 from ..manifest import Manifest, atomic_dir
 from ..scoring import OutOfMemory
@@ -249,7 +250,7 @@ def _write_artifact(source: Any, fp32: Path, out_root: Path, spec: Any, options:
     log.info("writing %s to %s", spec.name, target)
     with atomic_dir(target) as tmp:
         details = CONVERSIONS[spec.dtype](fp32, tmp / MODEL_FILE, options)
-        source.tokenizer.save_pretrained(str(tmp))
+        save_tokenizer(source.tokenizer, tmp)
         for path in tmp.iterdir():
             path.chmod(0o644)  # onnx writes the data file private; an artifact is meant to be shared
         weight_bytes = sum(p.stat().st_size for p in (tmp / MODEL_FILE, tmp / DATA_FILE))

@@ -88,3 +88,17 @@ def test_prompt_command_rejects_a_too_small_max_length(capsys):
                  "--max-length", "40"])
     err = capsys.readouterr().err.strip()
     assert code == 1 and len(err.splitlines()) == 1 and "max length 40" in err
+
+
+def test_score_template_renders_the_contract_prompt():
+    """vLLM and transformers render chat templates with Jinja (trim_blocks, lstrip_blocks)."""
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    from rerank_export.contract import PREFIX, SUFFIX, format_body, score_template_path
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    template = env.from_string(score_template_path().read_text())
+    messages = [{"role": "query", "content": "Q?"}, {"role": "document", "content": "D.\\n"}]
+    assert template.render(messages=messages) == PREFIX + format_body("Q?", "D.\\n") + SUFFIX
+    messages.insert(0, {"role": "system", "content": "Find code"})
+    assert template.render(messages=messages) == PREFIX + format_body("Q?", "D.\\n", "Find code") + SUFFIX

@@ -101,18 +101,3 @@ def test_without_vllm_it_names_the_extra(baseline_artifacts, capsys):
 def test_print_command_only_with_vllm(baseline_artifacts, capsys):
     assert main(["serve", str(baseline_artifacts), "--print-command"]) == 2
     assert "--engine vllm" in capsys.readouterr().err
-
-
-def test_score_template_renders_the_contract_prompt():
-    """vLLM renders chat templates with Jinja (trim_blocks, lstrip_blocks) over role/content messages."""
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-    from rerank_export.contract import PREFIX, SUFFIX, format_body
-    from rerank_export.vllm_command import score_template_path
-
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-    template = env.from_string(score_template_path().read_text())
-    messages = [{"role": "query", "content": "Q?"}, {"role": "document", "content": "D.\\n"}]
-    assert template.render(messages=messages) == PREFIX + format_body("Q?", "D.\\n") + SUFFIX
-    messages.insert(0, {"role": "system", "content": "Find code"})
-    assert template.render(messages=messages) == PREFIX + format_body("Q?", "D.\\n", "Find code") + SUFFIX
