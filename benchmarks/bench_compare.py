@@ -9,7 +9,8 @@ Measured side by side in one run, each in its own process (so peak RSS is its ow
   bytes:      each artifact against the 16-bit baseline
   llama.cpp:  llama-cpp-python with Q8_0 / Q4_K_M, read from bench_llamacpp.py's last run (own venv)
 
-    .venv/bin/python benchmarks/bench_compare.py [--docs 100] [--artifacts benchmarks/out/artifacts]
+    .venv/bin/python benchmarks/bench_compare.py [--docs 100] [--limit baseline-bf16=20] \
+        [--artifacts benchmarks/out/artifacts] [--results benchmarks/RESULTS.md]
 
 Artifacts are built by benchmarks/bench_formats.py (or here with --export); the runtime loads them with
 allow_unverified=True because random weights are not worth gating. Results: benchmarks/RESULTS.md.
@@ -19,10 +20,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
-from realshape import OUT, ROOT, build_real_shape, run_worker
+from realshape import OUT, ROOT, build_real_shape, run_worker, write_section
 
 SCRIPT = Path(__file__).resolve()
 SCORES_KEPT = 20  # each row keeps its first scores, so the driver can check every scorer saw the same prompts
@@ -124,6 +126,7 @@ def main() -> None:
                         help="score only N documents through this artifact (for formats far too slow here)")
     parser.add_argument("--artifacts", type=Path, default=OUT / "artifacts")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "compare.json")
+    parser.add_argument("--results", type=Path, help="RESULTS.md whose bench_compare section to replace")
     args = parser.parse_args()
     if args.worker:
         kind, target, docs, batch, length = args.worker
@@ -134,7 +137,10 @@ def main() -> None:
                "bytes": byte_rows(args.artifacts), "llama_cpp": llama_cpp_row(), "docs": args.docs}
     args.out.write_text(json.dumps(results, indent=1))
     plot(results, args.out.with_suffix(".png"))
-    print(json.dumps(results, indent=1))
+    section = render(results, "python benchmarks/bench_compare.py " + " ".join(sys.argv[1:]))
+    print(section)
+    if args.results:
+        write_section(args.results, "bench_compare", section)
 
 
 def memory_rows(model: Path, artifacts: Path) -> dict:
@@ -202,6 +208,66 @@ def plot(results: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def render(results: dict, command: str) -> str:
+    """The RESULTS.md section: memory, throughput and bytes tables, straight from the measured rows."""
+    intro = (f"Command: `{command.strip()}` ({time.strftime('%Y-%m-%d')}; each row in its own process, 2 "
+             "threads). Raw numbers: `benchmarks/compare.json`; plot: [`compare.png`](compare.png).")
+    lines = [intro, "", "![pairs/s and peak memory](compare.png)", ""]
+    lines += _memory_table(results["memory"]) + [""] + _speed_table(results) + [""] + _bytes_table(results)
+    return "\n".join(lines) + "\n"
+
+
+def _memory_table(memory: dict) -> list[str]:
+    lines = ["Peak RSS above the loaded model, one batch of 8 pairs x 1024 tokens:", "",
+             "| scorer | peak above loaded MiB | loaded RSS MiB |", "|---|---:|---:|"]
+    for name, row in memory.items():
+        lines.append(f"| {name} | {_cell(row, 'peak_above_loaded_mib', ',.0f')} | "
+                     f"{_cell(row, 'loaded_mib', ',.0f')} |")
+    return lines
+
+
+def _speed_table(results: dict) -> list[str]:
+    speed, llama = results["throughput"], results["llama_cpp"]
+    card = speed.get("model-card (fp32, batch 8)", {}).get("pairs_per_s")
+    lines = [(f"One query, {results['docs']} documents of ~200 tokens (~270 with the prompt). The max abs dp "
+             "column compares each row's first scores with the model card's on the same pairs:"), "",
+             "| scorer | docs | pairs/s | vs model card | loaded MiB | peak above loaded MiB | max abs dp |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, row in speed.items():
+        ratio = f"{row['pairs_per_s'] / card:.2f}x" if card and "pairs_per_s" in row else "-"
+        lines.append(f"| {name} | {row.get('docs', '-')} | {_cell(row, 'pairs_per_s', '.3f')} | {ratio} | "
+                     f"{_cell(row, 'loaded_mib', ',.0f')} | {_cell(row, 'peak_above_loaded_mib', ',.0f')} | "
+                     f"{_cell(row, 'max_abs_diff_vs_model_card', '.1e')} |")
+    version = llama.get("llama_cpp_python", "?")
+    for name, row in (llama.get("formats") or {}).items():
+        ratio = f"{row['pairs_per_s'] / card:.2f}x" if card else "-"
+        lines.append(f"| llama.cpp {name} (llama-cpp-python {version}, own venv) | {row['docs']} | "
+                     f"{row['pairs_per_s']:.3f} | {ratio} | {row['load_rss'] / 2**20:,.0f} | "
+                     f"{(row['peak_rss'] - row['load_rss']) / 2**20:,.0f} | - |")
+    if "error" in llama:
+        lines.append(f"| llama.cpp | - | not measured: {llama['error']} | - | - | - | - |")
+    return lines
+
+
+def _bytes_table(results: dict) -> list[str]:
+    sizes, llama = results["bytes"], results["llama_cpp"]
+    lines = ["Artifact bytes against the 16-bit baseline:", "", "| artifact | bytes | ratio |", "|---|---:|---:|"]
+    for name, row in sizes.items():
+        ratio = row["ratio_to_16bit_baseline"]
+        lines.append(f"| {name} | {row['bytes']:,} | {f'{ratio:.2f}x' if ratio else '-'} |")
+    sixteen = next((r["bytes"] for r in sizes.values() if r["ratio_to_16bit_baseline"] == 1.0), None)
+    for name, row in (llama.get("formats") or {}).items():
+        ratio = f"{row['file_bytes'] / sixteen:.2f}x" if sixteen else "-"
+        lines.append(f"| llama.cpp {name} GGUF | {row['file_bytes']:,} | {ratio} |")
+    return lines
+
+
+def _cell(row: dict, key: str, fmt: str) -> str:
+    if "error" in row:
+        return f"failed: {row['error'][:120]}" if key == "pairs_per_s" else "-"
+    return format(row[key], fmt) if isinstance(row.get(key), (int, float)) else "-"
 
 
 def llama_cpp_row() -> dict:

@@ -102,18 +102,6 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def write_results(path: Path, section: str) -> None:
-    """Replace this benchmark's section of RESULTS.md (other benchmarks keep theirs)."""
-    start, end = "<!-- bench_formats:start -->", "<!-- bench_formats:end -->"
-    text = path.read_text() if path.is_file() else "# Benchmark results\n\n"
-    block = f"{start}\n{section}{end}\n"
-    if start in text and end in text:
-        text = text[: text.index(start)] + block + text[text.index(end) + len(end) + 1:]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    path.write_text(text)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--formats", nargs="+", default=DEFAULT_FORMATS, help="FORMATS names to measure")
@@ -139,7 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     section = render(rows, args, command.strip())
     print(section)
     if args.results:
-        write_results(Path(args.results), section)
+        from realshape import write_section
+
+        write_section(Path(args.results), "bench_formats", section)
     return 0
 
 

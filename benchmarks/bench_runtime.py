@@ -2,6 +2,8 @@
 
     .venv/bin/python benchmarks/bench_runtime.py --shape tiny        # seconds
     .venv/bin/python benchmarks/bench_runtime.py --shape qwen3-0.6b  # real 0.6B shape, random weights
+    .venv/bin/python benchmarks/bench_runtime.py --artifact benchmarks/out/artifacts/baseline-fp32 \
+        --skip-prefix --memory-shapes 1x4096 1x8192                  # long sequences, an existing artifact
 
 1. Memory: for batches of B x L tokens, peak RSS above the loaded RSS (each in a fresh process) against
    the manifest's estimate activation_bytes_per_token x B x L. Reported as measured / estimated.
@@ -82,6 +84,11 @@ def prefix_rows(folder: Path, docs: int, repeats: int) -> list[str]:
             f"speed-up: {timings['no reuse'] / timings['prefix reuse']:.2f}x"]
 
 
+def _shape(text: str) -> tuple[int, int]:
+    batch, length = text.lower().split("x")
+    return int(batch), int(length)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", choices=SHAPES, default="tiny")
@@ -89,12 +96,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--skip-prefix", action="store_true")
+    parser.add_argument("--memory-shapes", nargs="+", metavar="BxL", type=_shape,
+                        default=MEMORY_SHAPES, help="batch x length to measure, e.g. 1x8192")
+    parser.add_argument("--artifact", type=Path, help="an existing baseline-fp32 artifact (skips the export)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        folder = build_artifact(args.shape, Path(tmp))
-        print(f"## {args.shape}: baseline-fp32, CPU\n")
+        folder = args.artifact or build_artifact(args.shape, Path(tmp))
+        print(f"## {folder}: baseline-fp32, CPU\n")
         if not args.skip_memory:
-            print("\n".join(memory_rows(folder, MEMORY_SHAPES)) + "\n")
+            print("\n".join(memory_rows(folder, args.memory_shapes)) + "\n")
         if not args.skip_prefix:
             print("\n".join(prefix_rows(folder, args.docs, args.repeats)))
 

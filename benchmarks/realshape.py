@@ -1,7 +1,8 @@
-"""A random-weight model of the real Qwen3-Reranker-0.6B shape, built offline from the fixtures' config.
+"""A random-weight model of the real Qwen3-Reranker-0.6B shape, built offline from the fixtures' config,
+and the helpers every benchmark shares (fresh-process workers, RESULTS.md sections).
 
-Shared by the benchmarks. Weights are random (the hub is out of reach here), so speed and memory are
-real while scores are meaningless; parity numbers on it say nothing about the real model's quality.
+Weights are random (the hub is out of reach here), so speed and memory are real while scores are
+meaningless; parity numbers on it say nothing about the real model's quality.
 """
 
 from __future__ import annotations
@@ -48,3 +49,15 @@ def run_worker(script: Path, args: list[str], timeout: float = 3600) -> dict:
         tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
         return {"error": f"exit {done.returncode}: {tail[:300]}"}
     return json.loads(lines[-1])
+
+
+def write_section(path: Path, name: str, section: str) -> None:
+    """Replace benchmark `name`'s marked section of RESULTS.md; other sections and prose stay as they are."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    text = path.read_text() if path.is_file() else "# Benchmark results\n\n"
+    block = f"{start}\n{section}{end}\n"
+    if start in text and end in text:
+        text = text[: text.index(start)] + block + text[text.index(end) + len(end) + 1:]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block
+    path.write_text(text)

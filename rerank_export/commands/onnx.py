@@ -1,4 +1,4 @@
-"""rerank-export onnx: the single-logit scorer as ONNX (fp32, fp16, int8) for onnxruntime."""
+"""rerank-export onnx: the single-logit scorer as ONNX (fp32, fp16, int8, int4) for onnxruntime."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from ..formats.onnx import DEFAULT_OPSET, SUPPORTED_OPSETS
 from ._common import add_model_arguments
 
 NAME = "onnx"
-HELP = "export ONNX artifacts (onnx-fp32, onnx-fp16, onnx-int8) with weights as external data"
+HELP = "export ONNX artifacts (onnx-fp32, onnx-fp16, onnx-int8, onnx-int4) with weights as external data"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,10 +18,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="artifacts root; writes <out>/onnx-<dtype>/")
     parser.add_argument("--dtype", choices=["fp32", "fp16"], action="append",
                         help="graph precision (repeatable; default fp32 unless only --quantize is given)")
-    parser.add_argument("--quantize", choices=["int8"], action="append",
-                        help="also write a dynamically quantized artifact (int8 MatMul weights)")
+    parser.add_argument("--quantize", choices=["int8", "int4"], action="append",
+                        help="also write a quantized artifact: int8 (dynamic, MatMul weights) or int4 (AWQ "
+                             "search, then 4-bit blocks; reuses <out>/awq-int4's search when it matches)")
     parser.add_argument("--int8-embedding", action="store_true",
                         help="int8 also quantizes the embedding Gather (about halves the file)")
+    parser.add_argument("--int4-fp32-embedding", action="store_true",
+                        help="int4 keeps the embedding in fp32 (by default it is 4-bit too)")
     parser.add_argument("--opset", type=int, choices=SUPPORTED_OPSETS, default=DEFAULT_OPSET)
 
 
@@ -35,6 +38,8 @@ def run(args: argparse.Namespace) -> int:
     names = format_names(args.dtype, args.quantize)
     options = {n: {"opset": args.opset} for n in names}
     options.get("onnx-int8", {})["quantize_embedding"] = args.int8_embedding
+    options.get("onnx-int4", {})["quantize_embedding"] = not args.int4_fp32_embedding
+    options.get("onnx-int4", {})["progress"] = not args.quiet
     for manifest in export_formats(args.model, args.revision, Path(args.out), names, options):
         size = sum(f["bytes"] for f in manifest.files.values())
         print(f"{Path(args.out) / manifest.format}  ({size / 2**20:.1f} MiB)")

@@ -29,6 +29,8 @@ ONNX_FP16_LIMITS = Thresholds(max_abs_dp=0.01, mean_abs_dp=0.002, min_spearman_m
                               min_spearman_worst=0.8, min_kendall_mean=0.95, min_top1=0.9, min_ndcg10=0.995)
 ONNX_INT8_LIMITS = Thresholds(max_abs_dp=0.12, mean_abs_dp=0.045, min_spearman_mean=0.85,
                               min_spearman_worst=0.3, min_kendall_mean=0.75, min_top1=0.75, min_ndcg10=0.98)
+# onnx-int4 applies the AWQ search, then onnxruntime's 4-bit blocks (embedding included): provisional.
+ONNX_INT4_LIMITS = AWQ_LIMITS
 
 FORMATS: dict[str, FormatSpec] = {
     "awq-int4": FormatSpec("awq-int4", "awq", "int4", "torch", AWQ_LIMITS, fidelity=40, cpu_speed=10,
@@ -48,6 +50,9 @@ FORMATS: dict[str, FormatSpec] = {
     "onnx-fp32": FormatSpec("onnx-fp32", "onnx", "fp32", "onnxruntime", ONNX_FP32_LIMITS, fidelity=100,
                             cpu_speed=40, devices=("cpu", "cuda"), exporter=onnx.export, loader=onnx.load,
                             extra="cpu", options={"opset": onnx.DEFAULT_OPSET}, exporter_many=onnx.export_many),
+    "onnx-int4": FormatSpec("onnx-int4", "onnx", "int4", "onnxruntime", ONNX_INT4_LIMITS, fidelity=35,
+                            cpu_speed=60, devices=("cpu", "cuda"), exporter=onnx.export_int4, loader=onnx.load,
+                            extra="cpu", options={"opset": onnx.DEFAULT_OPSET}),
     "onnx-int8": FormatSpec("onnx-int8", "onnx", "int8", "onnxruntime", ONNX_INT8_LIMITS, fidelity=60,
                             cpu_speed=70, devices=("cpu", "cuda"), exporter=onnx.export, loader=onnx.load,
                             extra="cpu", options={"opset": onnx.DEFAULT_OPSET}, exporter_many=onnx.export_many),

@@ -1,17 +1,20 @@
-"""ONNX artifacts (fp32, fp16, int8) of the single-logit scorer, and their onnxruntime backend.
+"""ONNX artifacts (fp32, fp16, int8, int4) of the single-logit scorer, and their onnxruntime backend.
 
 The graph is the decoder plus a one-row yes-minus-no head applied to the last real token (found from
 attention_mask, so left and right padding both work): inputs `input_ids` and `attention_mask` (int64,
 dynamic batch and sequence), output `logit` (fp32, one per row). No vocabulary-wide logits, no KV cache.
 
 fp32 is exported once with `torch.onnx.export(dynamo=True)`; fp16 and int8 are derived from that graph
-with onnxruntime's own tools. Weights always live in `model.onnx.data`: the real fp32 model is over
+with onnxruntime's own tools. int4 is exported from a copy of the decoder with AWQ's scales folded in and
+its clipping applied (the awq-int4 search, reused when a sibling awq-int4 artifact has it), then quantized
+to 4-bit blocks by onnxruntime's MatMulNBits quantizer. Weights always live in `model.onnx.data`: the real fp32 model is over
 protobuf's 2 GB limit.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import shutil
 import tempfile
@@ -57,8 +60,11 @@ def _require(package: str) -> Any:
         raise MissingExtra(package.split(".")[0], "cpu") from None
 
 
-def build_scorer(source: Any) -> Any:
-    """An nn.Module (input_ids, attention_mask) -> fp32 logit_yes - logit_no at each row's last real token."""
+def build_scorer(source: Any, decoder: Any = None) -> Any:
+    """An nn.Module (input_ids, attention_mask) -> fp32 logit_yes - logit_no at each row's last real token.
+
+    `decoder` replaces the source's decoder (int4 passes an AWQ-scaled copy); the head is the source's.
+    """
     import torch
 
     yes, no = source.head_rows()
@@ -66,7 +72,7 @@ def build_scorer(source: Any) -> Any:
     class Scorer(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.decoder = source.lm.model  # export only traces it; nothing is modified
+            self.decoder = source.lm.model if decoder is None else decoder  # export only traces it
             head = torch.nn.Parameter((yes - no).detach().clone(), requires_grad=False)
             self.register_parameter(HEAD, head)
 
@@ -81,14 +87,14 @@ def build_scorer(source: Any) -> Any:
     return Scorer().eval()
 
 
-def export_fp32_graph(source: Any, path: Path, opset: int = DEFAULT_OPSET) -> Path:
+def export_fp32_graph(source: Any, path: Path, opset: int = DEFAULT_OPSET, decoder: Any = None) -> Path:
     """Export the fp32 scorer to `path` (+ `path`.data) with the dynamo exporter."""
     import torch
 
     _require("onnxscript")
     if opset not in SUPPORTED_OPSETS:
         raise UsageError(f"opset {opset} is not supported; use one of {list(SUPPORTED_OPSETS)}")
-    model = build_scorer(source)
+    model = build_scorer(source, decoder)
     ids = torch.full((2, 16), source.contract.pad_id, dtype=torch.int64)
     mask = torch.ones_like(ids)
     mask[0, :4] = 0  # a padded row, so the trace does not specialise on an all-ones mask
@@ -217,8 +223,45 @@ def to_int8(src: Path, dst: Path, options: dict[str, Any]) -> dict[str, Any]:
                      "per_channel": per_channel, "weight_type": "QInt8", "excluded_nodes": keep}}
 
 
-# Storage dtype of a FORMATS row -> how its graph is derived from the fp32 export.
-CONVERSIONS: dict[str, Converter] = {"fp32": copy_fp32, "fp16": to_fp16, "int8": to_int8}
+def to_int4(src: Path, dst: Path, options: dict[str, Any]) -> dict[str, Any]:
+    """4-bit blocks along the input dimension: MatMulNBits for the decoder's MatMul weights and, unless
+    turned off, GatherBlockQuantized for the embedding (in fp32 it is most of a 0.6B artifact's bytes)."""
+    import onnx
+
+    _require("onnxruntime.quantization")
+    group = int(options.get("group_size", 128))
+    level = int(options.get("accuracy_level", INT4_ACCURACY_LEVEL))
+    model = onnx.load(str(src))
+    keep = head_nodes(model)
+    model = _quantize_nbits(model, "MatMul", group, level, keep)
+    details = {"method": "onnxruntime MatMulNBitsQuantizer (round to nearest, asymmetric)", "block_size": group,
+               "accuracy_level": level, "excluded_nodes": keep, "embedding": "fp32"}
+    if options.get("quantize_embedding", True):
+        block = int(options.get("embedding_block_size", INT4_EMBEDDING_BLOCK))
+        model = _quantize_nbits(model, "Gather", block, level, keep)
+        details["embedding"] = f"int4, blocks of {block}"
+    save_external(model, dst)
+    return {"int4": details}
+
+
+def _quantize_nbits(model: Any, op: str, block: int, level: int, keep: list[str]) -> Any:
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    quantizer = MatMulNBitsQuantizer(model, bits=4, block_size=block, is_symmetric=False, accuracy_level=level,
+                                     nodes_to_exclude=keep, op_types_to_quantize=(op,),
+                                     quant_axes=(("MatMul", 0), ("Gather", 1)))
+    # All-zero blocks (unused vocabulary rows) divide by a zero scale; onnxruntime then writes zero point 8.
+    with _root_log_level(logging.WARNING), np.errstate(divide="ignore", invalid="ignore"):
+        quantizer.process()
+    return quantizer.model.model
+
+
+# Storage dtype of a FORMATS row -> how its graph is derived from an fp32 export.
+CONVERSIONS: dict[str, Converter] = {"fp32": copy_fp32, "fp16": to_fp16, "int8": to_int8, "int4": to_int4}
+# MatMulNBits' accuracy_level: 4 computes with int8-quantized activations (fastest on CPU); 0 keeps the
+# activations in the input type. Measured on the tiny model (tests/unit/test_onnx_int4.py): see README.
+INT4_ACCURACY_LEVEL = 4
+INT4_EMBEDDING_BLOCK = 32
 
 
 def export(source: Any, out_root: Path, spec: Any, options: dict[str, Any]) -> Manifest:
@@ -243,13 +286,67 @@ def export_many(source: Any, out_root: Path, specs: Sequence[Any],
         return [_write_artifact(source, fp32, out_root, s, options.get(s.name, {})) for s in specs]
 
 
-def _write_artifact(source: Any, fp32: Path, out_root: Path, spec: Any, options: dict[str, Any]) -> Manifest:
+def export_int4(source: Any, out_root: Path, spec: Any, options: dict[str, Any]) -> Manifest:
+    """AWQ's scales and clipping applied to an fp32 copy of the decoder, exported, then cut to 4 bits.
+
+    Blocks run along the input dimension with AWQ's group size, as in awq-int4, so the clipping the
+    search chose per group bounds each MatMulNBits block the same way.
+    """
+    from ..awq.apply import clip_weights, fold_scales
+
+    out_root = Path(out_root)
+    out_root.mkdir(parents=True, exist_ok=True)
+    result, provenance = awq_search(source, out_root, options)
+    decoder = copy.deepcopy(source.lm.model).float()
+    fold_scales(decoder, result)
+    clip_weights(decoder, result)
+    opts = {**options, "group_size": result.settings.group_size}
+    with tempfile.TemporaryDirectory(prefix=".onnx-export-", dir=out_root) as scratch:
+        fp32 = export_fp32_graph(source, Path(scratch) / MODEL_FILE, int(options.get("opset", DEFAULT_OPSET)),
+                                 decoder)
+        del decoder
+        return _write_artifact(source, fp32, out_root, spec, opts, {"awq": provenance})
+
+
+def awq_search(source: Any, out_root: Path, options: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """The AWQ search for these options: a sibling awq-int4 artifact's when it was made from the same
+    source, settings and calibration (the search is most of the export time), else a new one."""
+    from dataclasses import asdict
+
+    from ..awq.search import AWQResult
+    from ..calibration import DEFAULT_MAX_LENGTH, DEFAULT_SAMPLES, load_calibration
+    from ..manifest import read_manifest
+    from . import awq as awq_format
+
+    settings = awq_format.search_settings(options)
+    sibling = out_root / "awq-int4"
+    if (sibling / awq_format.SEARCH_FILE).is_file():
+        calib = load_calibration(source.tokenizer, options.get("calib"),
+                                 int(options.get("calib_samples", DEFAULT_SAMPLES)),
+                                 int(options.get("calib_max_length", DEFAULT_MAX_LENGTH)))
+        try:
+            manifest = read_manifest(sibling)
+        except ArtifactError:
+            manifest = None
+        if manifest is not None and (manifest.source_model, manifest.source_revision) == \
+                (source.model_id, source.revision) and manifest.details.get("search") == asdict(settings) \
+                and manifest.details.get("calibration") == calib.describe():
+            log.info("reusing the AWQ search of %s", sibling)
+            return AWQResult.load(sibling / awq_format.SEARCH_FILE), {
+                "search_from": "awq-int4", "search": asdict(settings), "calibration": calib.describe()}
+    calib, result, seconds = awq_format.run_search(source, options)
+    return result, {"search_from": "this export", "search": asdict(settings), "calibration": calib.describe(),
+                    "search_seconds": round(seconds, 1), "search_summary": result.summary()}
+
+
+def _write_artifact(source: Any, fp32: Path, out_root: Path, spec: Any, options: dict[str, Any],
+                    extra: dict[str, Any] | None = None) -> Manifest:
     import onnx
 
     target = out_root / spec.name
     log.info("writing %s to %s", spec.name, target)
     with atomic_dir(target) as tmp:
-        details = CONVERSIONS[spec.dtype](fp32, tmp / MODEL_FILE, options)
+        details = {**CONVERSIONS[spec.dtype](fp32, tmp / MODEL_FILE, options), **(extra or {})}
         save_tokenizer(source.tokenizer, tmp)
         for path in tmp.iterdir():
             path.chmod(0o644)  # onnx writes the data file private; an artifact is meant to be shared

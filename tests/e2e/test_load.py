@@ -116,8 +116,9 @@ def test_corrupted_artifact_is_refused_by_the_cli(baseline_artifacts, tmp_path):
     data[-100] ^= 0x80
     weights.write_bytes(bytes(data))
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    done = subprocess.run(cli("-q", "serve", str(root), "--device", "cpu", "--port", str(free_port()),
-                              "--allow-unverified"),  # the sha256 check applies to every artifact
+    # The folder itself: given the root, a CPU with native bf16 would pick the intact baseline-bf16.
+    done = subprocess.run(cli("-q", "serve", str(root / "baseline-fp32"), "--device", "cpu", "--port",
+                              str(free_port()), "--allow-unverified"),  # sha256 is checked unverified too
                           capture_output=True, text=True, timeout=120, env=env, check=False)
     assert done.returncode == 1
     errors = [line for line in done.stderr.splitlines() if line.startswith("rerank-export: error:")]
