@@ -26,6 +26,9 @@ from pathlib import Path
 
 from realshape import OUT, ROOT, build_real_shape, run_worker, write_section
 
+from rerank_export.formats import get_format
+from rerank_export.manifest import read_manifest
+
 SCRIPT = Path(__file__).resolve()
 SCORES_KEPT = 20  # each row keeps its first scores, so the driver can check every scorer saw the same prompts
 QUERY = "What are the health effects of drinking green tea every day?"
@@ -127,17 +130,23 @@ def main() -> None:
     parser.add_argument("--artifacts", type=Path, default=OUT / "artifacts")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "compare.json")
     parser.add_argument("--results", type=Path, help="RESULTS.md whose bench_compare section to replace")
+    parser.add_argument("--rerender", action="store_true",
+                        help="measure nothing: re-read llama.cpp's results into --out's numbers and rewrite")
     args = parser.parse_args()
     if args.worker:
         kind, target, docs, batch, length = args.worker
         print(json.dumps(worker(kind, target, int(docs), int(batch), int(length))))
         return
-    model = build_real_shape()
-    results = {"memory": memory_rows(model, args.artifacts), "throughput": throughput_rows(model, args),
-               "bytes": byte_rows(args.artifacts), "llama_cpp": llama_cpp_row(), "docs": args.docs}
+    if args.rerender:  # llama.cpp runs in its own venv, after (or before) the rest
+        results = {**json.loads(args.out.read_text()), "llama_cpp": llama_cpp_row()}
+    else:
+        model = build_real_shape()
+        results = {"memory": memory_rows(model, args.artifacts), "throughput": throughput_rows(model, args),
+                   "bytes": byte_rows(args.artifacts), "llama_cpp": llama_cpp_row(), "docs": args.docs,
+                   "command": "python benchmarks/bench_compare.py " + " ".join(sys.argv[1:])}
     args.out.write_text(json.dumps(results, indent=1))
     plot(results, args.out.with_suffix(".png"))
-    section = render(results, "python benchmarks/bench_compare.py " + " ".join(sys.argv[1:]))
+    section = render(results, results.get("command", "python benchmarks/bench_compare.py"))
     print(section)
     if args.results:
         write_section(args.results, "bench_compare", section)
@@ -161,6 +170,9 @@ def throughput_rows(model: Path, args: argparse.Namespace) -> dict:
         rows["sentence-transformers CrossEncoder (baseline-fp32)"] = run_worker(
             SCRIPT, ["cross-encoder", str(base), n, "8", "200"])
     for folder in sorted(p for p in args.artifacts.iterdir() if (p / "manifest.json").is_file()):
+        if "cpu" not in get_format(read_manifest(folder).format).devices:  # onnx-fp16: fp16 pays off on CUDA
+            rows[f"rerank-export {folder.name}"] = {"error": "not run: a CUDA-only format"}
+            continue
         docs = str(limits.get(folder.name, args.docs))
         row = run_worker(SCRIPT, ["runtime", str(folder), docs, "0", "200"])
         if not row.get("prefix_reuse"):  # ONNX: reuse does not apply, the no-reuse run would be the same
@@ -266,7 +278,8 @@ def _bytes_table(results: dict) -> list[str]:
 
 def _cell(row: dict, key: str, fmt: str) -> str:
     if "error" in row:
-        return f"failed: {row['error'][:120]}" if key == "pairs_per_s" else "-"
+        error = row["error"]
+        return ("" if error.startswith("not run") else "failed: ") + error[:120] if key == "pairs_per_s" else "-"
     return format(row[key], fmt) if isinstance(row.get(key), (int, float)) else "-"
 
 

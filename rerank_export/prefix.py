@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import torch
+from transformers.cache_utils import Cache, DynamicLayer
 
 from .scoring import OutOfMemory
 
@@ -60,8 +62,6 @@ class PrefixReuseBackend:
         self.stats["batches"] += 1
         if len(rows) < 2 or shared < self.min_prefix:
             return self.inner.logits(input_ids, attention_mask)
-        import torch
-
         try:
             out = self._reuse(rows, shared)
         except torch.OutOfMemoryError as exc:  # the batcher halves the batch and retries
@@ -71,8 +71,6 @@ class PrefixReuseBackend:
         return out
 
     def _reuse(self, rows: list[list[int]], shared: int) -> np.ndarray:
-        import torch
-
         device = next(self.model.parameters()).device
         decoder = self.model.base_model
         with torch.inference_mode():
@@ -81,7 +79,7 @@ class PrefixReuseBackend:
             kv = [(layer.keys, layer.values) for layer in cache.layers]
             tails, tail_mask, lengths = right_pad([r[shared:] for r in rows], self._pad_id())
             batch, width = len(rows), tails.shape[1]
-            cache = _expanded_cache(kv, batch)
+            cache = prefix_cache(kv, batch)
             mask = np.concatenate([np.ones((batch, shared), dtype=np.int64), tail_mask], axis=1)
             positions = torch.arange(shared, shared + width, device=device).expand(batch, width)
             hidden = decoder(input_ids=torch.as_tensor(tails, device=device),
@@ -107,10 +105,25 @@ def right_pad(tails: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, 
     return ids, mask, lengths
 
 
-def _expanded_cache(kv: list[tuple[Any, Any]], batch: int) -> Any:
-    """A fresh DynamicCache holding the batch-1 prefix keys/values broadcast to `batch` rows."""
-    from transformers import DynamicCache
+class PrefixLayer(DynamicLayer):
+    """One layer's batch-1 prefix keys/values, lent to every tail; update() keeps nothing new."""
 
-    # expand() is a view; the cache's first update concatenates and so materialises each row once.
-    return DynamicCache(ddp_cache_data=[(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1))
-                                        for k, v in kv])
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, batch: int) -> None:
+        super().__init__()
+        self.dtype, self.device = keys.dtype, keys.device
+        self.keys, self.values = keys.expand(batch, -1, -1, -1), values.expand(batch, -1, -1, -1)  # views
+        self.is_initialized = True
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any,
+               **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.cat([self.keys, key_states], dim=-2), torch.cat([self.values, value_states], dim=-2)
+
+
+def prefix_cache(kv: list[tuple[torch.Tensor, torch.Tensor]], batch: int) -> Cache:
+    """A cache that lends each layer's prefix to `batch` tails and stores none of the tails' keys/values.
+
+    A DynamicCache would keep every layer's [prefix | tail] keys and values until the pass ends: for 100
+    tails of ~300 tokens on the 0.6B shape that is 7 GiB, 5x the activations of scoring without reuse. The
+    tails are scored once and never extended, so each layer's concatenation can go once it has attended.
+    """
+    return Cache(layers=[PrefixLayer(k, v, batch) for k, v in kv])

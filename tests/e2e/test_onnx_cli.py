@@ -69,3 +69,16 @@ def test_format_names_from_flags():
     assert format_names(None, None) == ["onnx-fp32"]
     assert format_names(None, ["int8"]) == ["onnx-int8"]
     assert format_names(["fp16", "fp32", "fp16"], ["int8"]) == ["onnx-fp16", "onnx-fp32", "onnx-int8"]
+    assert format_names(None, ["int4", "int8"]) == ["onnx-int4", "onnx-int8"]
+
+
+def test_int4_through_the_cli_can_keep_the_embedding_fp32(tiny_model, tmp_path):
+    import onnx
+
+    out = tmp_path / "artifacts"
+    assert main(["--quiet", "onnx", "--model", str(tiny_model), "--out", str(out), "--quantize", "int4",
+                 "--int4-fp32-embedding"]) == 0
+    manifest = read_manifest(out / "onnx-int4")
+    assert manifest.details["int4"]["embedding"] == "fp32" and manifest.details["awq"]["search_from"] == "this export"
+    ops = {n.op_type for n in onnx.load(str(out / "onnx-int4" / "model.onnx"), load_external_data=False).graph.node}
+    assert "MatMulNBits" in ops and "GatherBlockQuantized" not in ops

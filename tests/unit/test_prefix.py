@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 from rerank_export.contract import pad_left
-from rerank_export.prefix import MIN_PREFIX_TOKENS, PrefixReuseBackend, common_prefix_length, right_pad
+from rerank_export.prefix import (
+    MIN_PREFIX_TOKENS,
+    PrefixReuseBackend,
+    common_prefix_length,
+    prefix_cache,
+    right_pad,
+)
 from rerank_export.reference import ReferenceBackend
 from rerank_export.scoring import OutOfMemory, score_pairs
 
@@ -82,6 +88,26 @@ def test_rows_without_a_long_shared_prefix_fall_back(source, torch_backend):
     out = reuse.logits(ids, mask)
     assert reuse.stats["reused"] == 0
     assert np.allclose(out, torch_backend.logits(ids, mask))
+
+
+def test_the_cache_keeps_only_the_prefix(source, torch_backend, monkeypatch):
+    """The tails' keys/values are not stored: memory stays that of one layer's [prefix | tails] at a time."""
+    import rerank_export.prefix as prefix_module
+
+    caches = []
+
+    def recording(kv, batch):
+        caches.append(prefix_cache(kv, batch))
+        return caches[-1]
+
+    monkeypatch.setattr(prefix_module, "prefix_cache", recording)
+    reuse = PrefixReuseBackend(torch_backend)
+    pairs = [("What is the capital of France?", d) for d in DOCS[:3]]
+    score_pairs(reuse, source.contract, pairs)
+    (cache,) = caches
+    shared = common_prefix_length([source.contract.encode(q, d).input_ids for q, d in pairs])
+    assert [layer.keys.shape[-2] for layer in cache.layers] == [shared] * source.lm.config.num_hidden_layers
+    assert cache.layers[0].keys.shape[0] == 3 and cache.layers[0].keys.stride(0) == 0  # a view, not 3 copies
 
 
 def test_out_of_memory_becomes_the_batchers_signal(source, torch_backend, monkeypatch):
