@@ -36,8 +36,8 @@ ONNX_INT8_LIMITS = Thresholds(max_abs_dp=0.12, mean_abs_dp=0.045, min_spearman_m
 ONNX_INT4_LIMITS = AWQ_LIMITS
 
 # cpu_speed ranks CPU picks. Measured on the 0.6B shape, 2 threads, 100 documents through the runtime
-# (benchmarks/RESULTS.md): onnx-int8 2.3 pairs/s, bf16 with native bf16 2.1 (emulated: last), onnx-int4
-# 1.7, onnx-fp32 1.1, awq-int4 and fp32 0.8.
+# (benchmarks/RESULTS.md): onnx-int8 2.0 pairs/s, bf16 with native bf16 1.7 (emulated: last), onnx-int4
+# 1.6, onnx-fp32 1.1, fp32 0.84, awq-int4 0.80.
 
 FORMATS: dict[str, FormatSpec] = {
     "awq-int4": FormatSpec("awq-int4", "awq", "int4", "torch", AWQ_LIMITS, fidelity=40, cpu_speed=10,
