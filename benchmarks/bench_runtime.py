@@ -6,7 +6,7 @@
         --skip-prefix --memory-shapes 1x4096 1x8192                  # long sequences, an existing artifact
 
 1. Memory: for batches of B x L tokens, peak RSS above the loaded RSS (each in a fresh process) against
-   the manifest's estimate activation_bytes_per_token x B x L. Reported as measured / estimated.
+   the manifest's estimate B x L x bytes_per_token(L). Reported as measured / estimated.
    The GPU estimate is the same arithmetic; it was not measured on a GPU here.
 2. Prefix reuse: one query with N short documents, scored with and without reusing the query's KV cache.
 Random weights give real shapes and real costs; scores are meaningless and not reported.
@@ -45,11 +45,11 @@ def build_artifact(shape: str, work: Path) -> Path:
 
 def memory_rows(folder: Path, shapes: list[tuple[int, int]]) -> list[str]:
     """Each B x L measured in a fresh process (rerank_export.memory), against the manifest's estimate."""
-    per_token = read_manifest(folder).memory.activation_bytes_per_token
+    memory = read_manifest(folder).memory
     rows = ["| B x L | tokens | estimated MiB | measured MiB | measured / estimated |", "|---|---|---|---|---|"]
     for b, length in shapes:
         measured = measure_peak(folder, b, length)["peak_above_loaded"]
-        estimate = per_token * b * length
+        estimate = memory.bytes_per_token(length) * b * length
         rows.append(f"| {b} x {length} | {b * length} | {estimate / 2**20:.1f} | {measured / 2**20:.1f} | "
                     f"{measured / estimate:.2f} |")
     return rows

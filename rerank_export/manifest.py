@@ -28,16 +28,27 @@ TOOLKIT_VERSION = "0.1.0"
 
 @dataclass
 class MemoryModel:
-    """Peak memory ~= weight_bytes + overhead_bytes + activation_bytes_per_token * batch tokens."""
+    """Peak memory ~= weights + overhead + batch tokens x (per-token bytes + per-position growth x length).
+
+    The growth term is attention that keeps a length x length score matrix per sequence (onnxruntime's
+    CPU graphs do): their per-token cost rises with the sequence length. 0 in manifests written before it.
+    """
 
     weight_bytes: int
     overhead_bytes: int
     activation_bytes_per_token: int
     measured_on: str = "cpu"
     measured_at_tokens: int = 0
+    activation_bytes_per_token_per_position: float = 0.0
 
-    def peak_bytes(self, tokens: int) -> int:
-        return self.weight_bytes + self.overhead_bytes + self.activation_bytes_per_token * tokens
+    def bytes_per_token(self, length: int) -> float:
+        """Activation bytes per padded token in batches of sequences up to `length` tokens."""
+        return self.activation_bytes_per_token + self.activation_bytes_per_token_per_position * length
+
+    def peak_bytes(self, tokens: int, length: int | None = None) -> int:
+        """Peak for `tokens` padded tokens in sequences of `length` (default: one sequence of `tokens`)."""
+        per_token = self.bytes_per_token(tokens if length is None else length)
+        return int(self.weight_bytes + self.overhead_bytes + per_token * tokens)
 
 
 @dataclass

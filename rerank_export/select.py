@@ -1,8 +1,8 @@
 """Choosing the artifact to serve: a pure function over manifests and device facts (no torch here).
 
-Peak memory of an artifact = weight_bytes + overhead_bytes + activation_bytes_per_token x batch tokens
-(manifest.memory). An artifact fits when that peak at one full-length sequence stays within the usable
-part of the device's memory. Among the verified artifacts that fit, GPUs get the highest fidelity and
+Peak memory of an artifact = weights + overhead + batch tokens x activation bytes per token at the
+maximum length (manifest.memory). An artifact fits when that peak at one full-length sequence stays
+within the usable part of the device's memory. Among the verified artifacts that fit, GPUs get the highest fidelity and
 CPUs the fastest format there. The same arithmetic serves GPUs and CPUs; it was measured on CPU only.
 """
 
@@ -128,7 +128,7 @@ def token_budget(manifest: Manifest, usable_bytes: int, max_length: int) -> int:
     """Padded tokens per batch that fit beside the weights, at least one full sequence, capped."""
     mem = manifest.memory
     room = usable_bytes - mem.weight_bytes - mem.overhead_bytes
-    tokens = room // max(1, mem.activation_bytes_per_token)
+    tokens = int(room // max(1.0, mem.bytes_per_token(max_length)))
     return int(max(max_length, min(MAX_TOKEN_BUDGET, tokens)))
 
 

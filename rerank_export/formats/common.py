@@ -9,7 +9,7 @@ from typing import Any
 
 from ..contract import TEMPLATE_ID
 from ..manifest import Manifest, MemoryModel, describe_files
-from ..memory import MEASURE_BATCH, MEASURE_LENGTH, activation_bytes_per_token
+from ..memory import MEASURE_BATCH, MEASURE_LENGTH, activation_model
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,7 @@ def build_manifest(source: Any, folder: Path, name: str, dtype: str, weight_byte
     )
     manifest.files = describe_files(folder)
     manifest.write(folder)
-    manifest.memory.activation_bytes_per_token = activation_bytes_per_token(folder)
+    memory = manifest.memory
+    memory.activation_bytes_per_token, memory.activation_bytes_per_token_per_position = activation_model(folder)
     manifest.write(folder)
     return manifest

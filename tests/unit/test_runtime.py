@@ -97,7 +97,7 @@ def test_batches_follow_the_memory_derived_token_budget(verified):
     manifest = read_manifest(root / "baseline-fp32")
     max_length = 256
     tokens = 600  # room for 600 padded tokens per batch beside the weights
-    budget_bytes = int((manifest.memory.weight_bytes + tokens * manifest.memory.activation_bytes_per_token)
+    budget_bytes = int((manifest.memory.weight_bytes + tokens * manifest.memory.bytes_per_token(max_length))
                        / USABLE_FRACTION) + 64
     reranker = rerank_export.load(root, device="cpu", memory_budget=budget_bytes, max_length=max_length,
                                   prefix_reuse=False)

@@ -170,3 +170,19 @@ def test_traits_cover_every_format():
 def test_select_imports_no_torch():
     code = "import sys, rerank_export.select; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_attention_that_grows_with_length_rules_out_long_sequences():
+    # The 0.6B ONNX graph's fit (tests/unit/test_memory.py): 271 KiB/token plus 0.32 KiB/token per position.
+    growing = Manifest(format="onnx-int8", dtype="int8", source_model="m", source_revision=None, yes_id=1,
+                       no_id=2, max_length=32768, parity=PASS,
+                       memory=MemoryModel(GiB, 0, 271 * 1024, activation_bytes_per_token_per_position=328.0))
+    flat = manifest("onnx-int8", GiB, per_token=271 * 1024)
+    device = cpu(12 * GiB)
+    for max_length, fits in ((2048, True), (8192, False)):
+        [cand] = choose([growing], device, max_length=max_length).candidates
+        assert cand.fits is fits, (max_length, cand.reason)
+        assert cand.peak_bytes == GiB + int((271 * 1024 + 328.0 * max_length) * max_length)
+    assert choose([flat], device).candidates[0].fits  # the flat rule would have said 8192 fits
+    # Batches are planned at the longest sequence's per-token cost, so they shrink as it grows.
+    assert token_budget(growing, 12 * GiB, 8192) < token_budget(flat, 12 * GiB, 8192)

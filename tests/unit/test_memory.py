@@ -1,0 +1,49 @@
+"""The activation memory model: the fit over measured shapes, and old manifests without the growth term."""
+
+from __future__ import annotations
+
+import pytest
+
+from rerank_export.manifest import Manifest, MemoryModel
+from rerank_export.memory import MEASURE_SHAPES, fit_activation
+
+KiB = 1024
+# Per-token peaks measured on the real 0.6B shape (benchmarks/RESULTS.md), in bytes.
+TORCH = {(4, 512): 74.8 * KiB, (1, 2048): 105.3 * KiB, (1, 4096): 70.8 * KiB}
+ONNX = {(4, 512): 336.8 * KiB, (1, 2048): 927.3 * KiB, (1, 4096): 1312.6 * KiB}
+
+
+def test_flat_cost_keeps_the_largest_per_token_peak():
+    constant, slope = fit_activation(TORCH)
+    assert slope == 0 and constant == pytest.approx(105.3 * KiB, abs=1)
+
+
+def test_growing_cost_is_extrapolated_in_proportion_and_covers_every_shape():
+    constant, slope = fit_activation(ONNX)
+    assert slope == pytest.approx(1312.6 * KiB / 4096)
+    memory = MemoryModel(weight_bytes=0, overhead_bytes=0, activation_bytes_per_token=constant,
+                         activation_bytes_per_token_per_position=slope)
+    for (batch, length), cost in ONNX.items():
+        assert memory.bytes_per_token(length) >= cost - 1
+    assert memory.bytes_per_token(2048) == pytest.approx(927.3 * KiB, abs=1)  # the shape that sets it
+    # Measured at 1 x 8192 (not a fitted shape): 2,487 KiB per token. The old flat rule read 927 (2.68x low).
+    assert 1.0 < memory.bytes_per_token(8192) / (2486.8 * KiB) < 1.25
+
+
+def test_noise_is_not_growth():
+    constant, slope = fit_activation({(4, 512): 100.0, (1, 2048): 100.0, (1, 4096): 110.0})
+    assert slope == 0 and constant == 110
+
+
+def test_measured_shapes_include_two_single_sequences():
+    assert sorted(length for batch, length in MEASURE_SHAPES if batch == 1)[-2:] == [2048, 4096]
+
+
+def test_manifests_without_the_growth_term_read_as_flat():
+    memory = {"weight_bytes": 10, "overhead_bytes": 0, "activation_bytes_per_token": 3, "measured_on": "cpu",
+              "measured_at_tokens": 2048}
+    manifest = Manifest.from_dict({"format": "baseline-fp32", "dtype": "fp32", "source_model": "m",
+                                   "source_revision": None, "yes_id": 1, "no_id": 2, "max_length": 8192,
+                                   "memory": memory})
+    assert manifest.memory.activation_bytes_per_token_per_position == 0
+    assert manifest.memory.peak_bytes(100) == 10 + 300
