@@ -45,10 +45,9 @@ class MemoryModel:
         """Activation bytes per padded token in batches of sequences up to `length` tokens."""
         return self.activation_bytes_per_token + self.activation_bytes_per_token_per_position * length
 
-    def peak_bytes(self, tokens: int, length: int | None = None) -> int:
-        """Peak for `tokens` padded tokens in sequences of `length` (default: one sequence of `tokens`)."""
-        per_token = self.bytes_per_token(tokens if length is None else length)
-        return int(self.weight_bytes + self.overhead_bytes + per_token * tokens)
+    def peak_bytes(self, length: int) -> int:
+        """Peak while scoring one sequence of `length` tokens."""
+        return int(self.weight_bytes + self.overhead_bytes + self.bytes_per_token(length) * length)
 
 
 @dataclass

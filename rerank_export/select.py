@@ -2,8 +2,8 @@
 
 Peak memory of an artifact = weights + overhead + batch tokens x activation bytes per token at the
 maximum length (manifest.memory). An artifact fits when that peak at one full-length sequence stays
-within the usable part of the device's memory. Among the verified artifacts that fit, GPUs get the highest fidelity and
-CPUs the fastest format there. The same arithmetic serves GPUs and CPUs; it was measured on CPU only.
+within the usable part of the device's memory. Among the verified artifacts that fit, GPUs get the
+highest fidelity and CPUs the fastest format there. The same arithmetic serves GPUs and CPUs; it was measured on CPU only.
 """
 
 from __future__ import annotations

@@ -35,10 +35,10 @@ TRAITS = {
 
 
 def manifest(fmt: str, weights: int, per_token: int = 100_000, parity: dict | None = PASS,
-             max_length: int = 32768, overhead: int = 0) -> Manifest:
+             max_length: int = 32768, overhead: int = 0, growth: float = 0.0) -> Manifest:
+    memory = MemoryModel(weights, overhead, per_token, activation_bytes_per_token_per_position=growth)
     return Manifest(format=fmt, dtype=TRAITS.get(fmt, TRAITS["fp32"]).dtype, source_model="m", source_revision=None,
-                    yes_id=1, no_id=2, max_length=max_length, memory=MemoryModel(weights, overhead, per_token),
-                    parity=parity)
+                    yes_id=1, no_id=2, max_length=max_length, memory=memory, parity=parity)
 
 
 def gpu(free: int, total: int | None = None) -> DeviceFacts:
@@ -174,9 +174,7 @@ def test_select_imports_no_torch():
 
 def test_attention_that_grows_with_length_rules_out_long_sequences():
     # The 0.6B ONNX graph's fit (tests/unit/test_memory.py): 271 KiB/token plus 0.32 KiB/token per position.
-    growing = Manifest(format="onnx-int8", dtype="int8", source_model="m", source_revision=None, yes_id=1,
-                       no_id=2, max_length=32768, parity=PASS,
-                       memory=MemoryModel(GiB, 0, 271 * 1024, activation_bytes_per_token_per_position=328.0))
+    growing = manifest("onnx-int8", GiB, per_token=271 * 1024, growth=328.0)
     flat = manifest("onnx-int8", GiB, per_token=271 * 1024)
     device = cpu(12 * GiB)
     for max_length, fits in ((2048, True), (8192, False)):
