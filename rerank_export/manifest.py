@@ -41,6 +41,14 @@ class MemoryModel:
     measured_at_tokens: int = 0
     activation_bytes_per_token_per_position: float = 0.0
 
+    def __post_init__(self) -> None:
+        # A hand-edited or corrupted manifest fails here, where read_manifest names the file, not in pick.
+        for name in ("weight_bytes", "overhead_bytes", "activation_bytes_per_token", "measured_at_tokens",
+                     "activation_bytes_per_token_per_position"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                raise TypeError(f"memory.{name} must be a non-negative number, not {value!r}")
+
     def bytes_per_token(self, length: int) -> float:
         """Activation bytes per padded token in batches of sequences up to `length` tokens."""
         return self.activation_bytes_per_token + self.activation_bytes_per_token_per_position * length

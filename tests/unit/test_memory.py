@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from rerank_export.manifest import Manifest, MemoryModel
+from rerank_export.errors import ArtifactError
+from rerank_export.manifest import MANIFEST, Manifest, MemoryModel, read_manifest
 from rerank_export.memory import MEASURE_SHAPES, fit_activation
 
 KiB = 1024
@@ -47,3 +50,14 @@ def test_manifests_without_the_growth_term_read_as_flat():
                                    "memory": memory})
     assert manifest.memory.activation_bytes_per_token_per_position == 0
     assert manifest.memory.peak_bytes(100) == 10 + 300
+
+
+@pytest.mark.parametrize("field", ["activation_bytes_per_token", "activation_bytes_per_token_per_position"])
+@pytest.mark.parametrize("value", ["x", -1, None, float("nan")])
+def test_a_corrupted_memory_field_is_a_manifest_error(tmp_path, field, value):
+    memory = {"weight_bytes": 10, "overhead_bytes": 0, "activation_bytes_per_token": 3, field: value}
+    (tmp_path / MANIFEST).write_text(json.dumps(
+        {"format": "onnx-int8", "dtype": "int8", "source_model": "m", "source_revision": None, "yes_id": 1,
+         "no_id": 2, "max_length": 8192, "memory": memory}))
+    with pytest.raises(ArtifactError, match=f"not a valid manifest: memory.{field} must be a non-negative"):
+        read_manifest(tmp_path)
