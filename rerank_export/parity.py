@@ -167,12 +167,15 @@ def load_thresholds(path: str | Path | None) -> dict[str, dict[str, float]]:
             data = tomllib.loads(path.read_text())
         else:
             data = json.loads(path.read_text())
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise UsageError(f"thresholds file '{path}' is not valid {path.suffix.lstrip('.') or 'JSON'}: {exc}") from exc
     if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
         raise UsageError(f"thresholds file '{path}' must map format names to {{metric: limit}} tables")
-    for name in data:
-        get_format(name)  # unknown format names are an error listing the known ones
+    for name, limits in data.items():
+        try:  # every value checked now, before any scoring: a NaN limit would pass every check
+            get_format(name).thresholds.override(limits, f"thresholds file '{path}': {name}")
+        except UsageError as exc:
+            raise UsageError(str(exc) if str(path) in str(exc) else f"thresholds file '{path}': {exc}") from None
     return data
 
 

@@ -24,15 +24,18 @@ A recipe is a TOML file validated into frozen dataclasses; unknown keys are an e
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import tomllib
 
 from .contract import DEFAULT_MAX_LENGTH
-from .errors import RecipeError
+from .errors import RecipeError, UsageError
 from .formats import FORMATS
+from .formats.onnx import SUPPORTED_OPSETS
+from .select import MAX_LENGTH_LIMIT
 
 
 @dataclass(frozen=True)
@@ -90,34 +93,105 @@ def load_recipe(path: str | Path) -> Recipe:
 
 
 def parse_recipe(data: dict[str, Any], where: str = "recipe") -> Recipe:
+    """Validate every key and value (types, ranges, known names) into a Recipe; errors name `where` and the key."""
     _known(data, Recipe, where, skip={"path"})
+    _check_fields({k: v for k, v in data.items() if k == "name"}, {"name": TEXT}, where)
     source = _build(SourceSpec, _table(data, "source", where), f"{where}: [source]")
     artifacts = tuple(_artifact(a, f"{where}: artifacts[{i}]") for i, a in enumerate(_list(data, "artifacts", where)))
     if not artifacts:
         raise RecipeError(f"{where}: [[artifacts]] is empty; name at least one format of {', '.join(FORMATS)}")
+    _unique([a.format for a in artifacts], "format", f"{where}: [[artifacts]]")
     parity = _parity(data.get("parity", {}), f"{where}: [parity]")
     targets = tuple(_target(t, f"{where}: targets[{i}]") for i, t in enumerate(_list(data, "targets", where)))
-    name = data.get("name")
-    if not isinstance(name, str) or not name:
-        raise RecipeError(f"{where}: 'name' must be a non-empty string")
-    return Recipe(name, source, artifacts, parity, targets, where)
+    _unique([t.name for t in targets], "name", f"{where}: [[targets]]")
+    if "name" not in data:
+        raise RecipeError(f"{where}: 'name' is missing")
+    return Recipe(data["name"], source, artifacts, parity, targets, where)
+
+
+Rule = tuple[Callable[[Any], bool], str]
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+TEXT: Rule = (lambda v: isinstance(v, str) and v.strip() != "", "a non-empty string")
+TABLE: Rule = (lambda v: isinstance(v, dict), "a table")
+BOOL: Rule = (lambda v: isinstance(v, bool), "true or false")
+POSITIVE: Rule = (lambda v: _is_int(v) and v >= 1, "a positive integer")
+NON_NEGATIVE: Rule = (lambda v: _is_int(v) and v >= 0, "a non-negative integer")
+SEED: Rule = (lambda v: _is_int(v) and 0 <= v <= 2**32 - 1, "an integer from 0 to 4294967295")
+LENGTH: Rule = (lambda v: _is_int(v) and 1 <= v <= MAX_LENGTH_LIMIT, f"an integer from 1 to {MAX_LENGTH_LIMIT}")
+TEXTS: Rule = (lambda v: isinstance(v, list) and bool(v) and all(TEXT[0](e) for e in v),
+               "a non-empty list of strings")
+FRACTION: Rule = (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 1,
+                  "a number in (0, 1]")
+
+FIELDS: dict[type, dict[str, Rule]] = {
+    SourceSpec: {"model": TEXT, "revision": TEXT, "tiny_seed": SEED},
+    ArtifactSpec: {"format": TEXT, "options": TABLE},
+    ParitySpec: {"eval": TEXTS, "max_queries": POSITIVE, "thresholds": TABLE},
+    TargetSpec: {"name": TEXT, "device": (lambda v: v in ("cuda", "cpu"), "'cuda' or 'cpu'"),
+                 "memory": (lambda v: isinstance(v, str) or _is_int(v), 'a size such as "4GiB"'),
+                 "max_length": LENGTH},
+}
+
+# Exporter options a recipe may set per format, and what each must be (the exporters read these keys).
+_AWQ_OPTIONS: dict[str, Rule] = {
+    "w_bit": (lambda v: _is_int(v) and v == 4, "4 (the AWQ GEMM layout is 4-bit)"), "group_size": POSITIVE,
+    "calib": TEXT, "calib_samples": POSITIVE, "calib_max_length": LENGTH, "clip": BOOL, "scale_search": BOOL,
+    "n_grid": POSITIVE, "max_shrink": FRACTION, "clip_tokens": POSITIVE, "search_tokens": POSITIVE,
+    "batch_tokens": POSITIVE, "progress": BOOL,
+}
+_OPSET: dict[str, Rule] = {"opset": (lambda v: _is_int(v) and v in SUPPORTED_OPSETS,
+                                     f"one of {', '.join(map(str, SUPPORTED_OPSETS))}")}
+OPTIONS: dict[str, dict[str, Rule]] = {
+    "awq-int4": _AWQ_OPTIONS,
+    "baseline-bf16": {}, "baseline-fp16": {}, "baseline-fp32": {},
+    "onnx-fp32": _OPSET,
+    "onnx-fp16": {**_OPSET, "fp32_ops": TEXTS, "fp32_norms": BOOL},
+    "onnx-int8": {**_OPSET, "quantize_embedding": BOOL, "per_channel": BOOL},
+    "onnx-int4": {**_OPSET, **_AWQ_OPTIONS, "quantize_embedding": BOOL, "accuracy_level": NON_NEGATIVE,
+                  "embedding_block_size": POSITIVE},
+}
 
 
 def _known(data: Any, cls: type, where: str, skip: set[str] = frozenset()) -> None:
     if not isinstance(data, dict):
-        raise RecipeError(f"{where}: expected a table")
+        raise RecipeError(f"{where}: expected a table, not {_show(data)}")
     allowed = {f.name for f in fields(cls)} - skip
     for key in data:
         if key not in allowed:
             raise RecipeError(f"{where}: unknown key '{key}' (known: {', '.join(sorted(allowed))})")
 
 
+def _check_fields(data: dict[str, Any], rules: dict[str, Rule], where: str) -> None:
+    for key, value in data.items():
+        ok, what = rules[key]
+        if not ok(value):
+            raise RecipeError(f"{where}: '{key}' must be {what}, not {_show(value)}")
+
+
 def _build(cls: type, data: Any, where: str) -> Any:
     _known(data, cls, where)
-    try:
-        return cls(**data)
-    except TypeError as exc:
-        raise RecipeError(f"{where}: {exc}") from exc
+    _check_fields(data, FIELDS[cls], where)
+    missing = [f.name for f in fields(cls) if f.name not in data
+               and f.default is MISSING and f.default_factory is MISSING]
+    if missing:
+        raise RecipeError(f"{where}: '{missing[0]}' is missing")
+    return cls(**data)
+
+
+def _show(value: Any, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _unique(values: list[str], key: str, where: str) -> None:
+    seen = {v for v in values if values.count(v) > 1}
+    if seen:
+        raise RecipeError(f"{where}: {key} '{min(seen)}' appears more than once")
 
 
 def _table(data: dict[str, Any], key: str, where: str) -> dict[str, Any]:
@@ -137,28 +211,33 @@ def _artifact(data: Any, where: str) -> ArtifactSpec:
     spec = _build(ArtifactSpec, data, where)
     if spec.format not in FORMATS:
         raise RecipeError(f"{where}: format '{spec.format}' is unknown; known: {', '.join(FORMATS)}")
-    if not isinstance(spec.options, dict):
-        raise RecipeError(f"{where}: 'options' must be a table")
+    rules = OPTIONS.get(spec.format, {})
+    for key in spec.options:
+        if key not in rules:
+            known = ", ".join(sorted(rules)) or "none"
+            raise RecipeError(f"{where}: unknown option '{key}' for {spec.format} (known: {known})")
+    _check_fields(spec.options, rules, f"{where}: options")
     return spec
 
 
 def _parity(data: Any, where: str) -> ParitySpec:
     spec = _build(ParitySpec, data, where)
-    evals = spec.eval if isinstance(spec.eval, (list, tuple)) else None
-    if not evals or not all(isinstance(e, str) for e in evals):
-        raise RecipeError(f"{where}: 'eval' must be a non-empty list of eval set names or paths")
     for fmt, limits in spec.thresholds.items():
         if fmt not in FORMATS:
-            raise RecipeError(f"{where}: thresholds for unknown format '{fmt}'")
-        _known(limits, FORMATS[fmt].thresholds.__class__, f"{where}.thresholds.{fmt}")
-    return ParitySpec(tuple(evals), spec.max_queries, spec.thresholds)
+            raise RecipeError(f"{where}: thresholds for unknown format '{fmt}'; known: {', '.join(FORMATS)}")
+        try:  # checked now, before any export or scoring: a NaN limit would pass every check
+            FORMATS[fmt].thresholds.override(limits, f"{where}: thresholds.{fmt}")
+        except UsageError as exc:
+            raise RecipeError(str(exc)) from None
+    return ParitySpec(tuple(spec.eval), spec.max_queries, spec.thresholds)
 
 
 def _target(data: Any, where: str) -> TargetSpec:
     spec = _build(TargetSpec, data, where)
-    if spec.device not in ("cuda", "cpu"):
-        raise RecipeError(f"{where}: device '{spec.device}' must be 'cuda' or 'cpu'")
     from .select import parse_memory
 
-    parse_memory(spec.memory)
+    try:
+        parse_memory(str(spec.memory))
+    except UsageError as exc:
+        raise RecipeError(f"{where}: {exc}") from None
     return spec

@@ -8,6 +8,7 @@ highest fidelity and CPUs the fastest format there. The same arithmetic serves G
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,17 +25,27 @@ USABLE_FRACTION = 0.9
 # and only add latency to the first result.
 MAX_TOKEN_BUDGET = 32768
 
+# Far beyond any Qwen3 context (40,960 positions); it only keeps the memory arithmetic in range.
+MAX_LENGTH_LIMIT = 1 << 20
+# Larger sizes are typos; the cap keeps every byte count finite (a float of 400 nines is inf).
+MAX_MEMORY_BYTES = 2**60
+
 UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
          "t": 10**12, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 
 
 def parse_memory(text: str) -> int:
-    """'4GiB', '512MiB', '6GB', '1.5g' or a plain byte count -> bytes."""
-    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*", str(text))
+    """'4GiB', '512MiB', '6GB', '1.5g' or a plain byte count -> bytes (1 byte to 1 EiB)."""
+    text = str(text)
+    shown = text if len(text) <= 40 else f"{text[:40]}... ({len(text)} characters)"
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*", text)
     unit = match.group(2).lower() if match else ""
-    if not match or unit not in UNITS or float(match.group(1)) <= 0:
-        raise UsageError(f"memory '{text}' is not a size: write e.g. 4GiB, 512MiB or 6GB")
-    return int(float(match.group(1)) * UNITS[unit])
+    if not match or unit not in UNITS or float(match.group(1)) * UNITS[unit] < 1:
+        raise UsageError(f"memory '{shown}' is not a size: write e.g. 4GiB, 512MiB or 6GB")
+    value = float(match.group(1)) * UNITS[unit]  # 400 nines parse as inf
+    if not math.isfinite(value) or value > MAX_MEMORY_BYTES:
+        raise UsageError(f"memory '{shown}' is too large: at most 1 EiB; write e.g. 4GiB, 512MiB or 6GB")
+    return int(value)
 
 
 def format_bytes(n: float) -> str:

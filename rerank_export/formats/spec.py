@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -25,14 +26,48 @@ class Thresholds:
     min_top1: float = 1.0
     min_ndcg10: float = 0.999
 
-    def override(self, values: dict[str, Any]) -> Thresholds:
+    def override(self, values: Any, where: str = "thresholds") -> Thresholds:
+        """These limits with `values` ({field: number}) in place; every value is checked (finite, in range).
+
+        `where` names the file and format in errors, e.g. "thresholds file 'x.json': onnx-int8".
+        """
+        from ..errors import UsageError
+
+        if not isinstance(values, dict):
+            raise UsageError(f"{where}: expected a table of {{metric: limit}}, not {_show(values)}")
         known = {f.name for f in fields(self)}
         unknown = sorted(set(values) - known)
         if unknown:
-            from ..errors import UsageError
+            raise UsageError(f"{where}: unknown threshold(s) {unknown}; known: {sorted(known)}")
+        checked = {key: _limit(key, value, where) for key, value in values.items()}
+        return Thresholds(**{**self.__dict__, **checked})
 
-            raise UsageError(f"unknown threshold(s) {unknown}; known: {sorted(known)}")
-        return Thresholds(**{**self.__dict__, **{k: float(v) for k, v in values.items()}})
+
+# Where each limit can lie: |dp| of probabilities in [0, 1]; correlations in [-1, 1]; rates in [0, 1].
+LIMIT_RANGES = {"max_abs_dp": (0.0, 1.0), "mean_abs_dp": (0.0, 1.0), "min_spearman_mean": (-1.0, 1.0),
+                "min_spearman_worst": (-1.0, 1.0), "min_kendall_mean": (-1.0, 1.0), "min_top1": (0.0, 1.0),
+                "min_ndcg10": (0.0, 1.0)}
+
+
+def _limit(key: str, value: Any, where: str) -> float:
+    """A finite number in the metric's range: NaN would pass every check (NaN < x is False)."""
+    from ..errors import UsageError
+
+    low, high = LIMIT_RANGES[key]
+    try:
+        number = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    except OverflowError:  # an integer past float range
+        number = math.inf
+    if number is None:
+        raise UsageError(f"{where}: {key} must be a finite number, not {_show(value)}")
+    if not math.isfinite(number) or not low <= number <= high:
+        raise UsageError(f"{where}: {key} must be a finite number from {low:g} to {high:g}, not {_show(value)}")
+    return number
+
+
+def _show(value: Any, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 Exporter = Callable[["SourceModel", Path, "FormatSpec", dict[str, Any]], "Manifest"]

@@ -3,7 +3,8 @@ from pathlib import Path
 import pytest
 
 from rerank_export.errors import RecipeError
-from rerank_export.recipe import load_recipe, parse_recipe
+from rerank_export.formats import FORMATS
+from rerank_export.recipe import OPTIONS, load_recipe, parse_recipe
 
 ROOT = Path(__file__).resolve().parents[2]
 MINIMAL = {"name": "r", "source": {"model": "m"}, "artifacts": [{"format": "baseline-bf16"}]}
@@ -26,14 +27,76 @@ def test_minimal_recipe_gets_defaults():
     ({"artifacts": [{"format": "gguf-q4"}]}, "format 'gguf-q4' is unknown"),
     ({"artifacts": [{"format": "baseline-bf16", "dtype": "bf16"}]}, "unknown key 'dtype'"),
     ({"artifacts": []}, "is empty"),
-    ({"parity": {"thresholds": {"baseline-bf16": {"max_dp": 1}}}}, "unknown key 'max_dp'"),
-    ({"targets": [{"name": "t", "device": "tpu", "memory": "4GiB"}]}, "device 'tpu'"),
+    ({"parity": {"thresholds": {"baseline-bf16": {"max_dp": 1}}}}, "unknown threshold(s) ['max_dp']"),
+    ({"targets": [{"name": "t", "device": "tpu", "memory": "4GiB"}]}, "'device' must be 'cuda' or 'cpu', not 'tpu'"),
     ({"targets": [{"name": "t", "device": "cuda", "memory": "lots"}]}, "is not a size"),
 ])
 def test_bad_recipes_name_the_key(patch, message):
     with pytest.raises(Exception) as exc:
         parse_recipe({**MINIMAL, **patch})
     assert message in str(exc.value)
+
+
+@pytest.mark.parametrize("patch, message", [
+    ({"name": 7}, "'name' must be a non-empty string, not 7"),
+    ({"source": {"model": 42}}, "[source]: 'model' must be a non-empty string, not 42"),
+    ({"source": {"model": "m", "tiny_seed": -1}}, "'tiny_seed' must be an integer from 0"),
+    ({"source": {"revision": "main"}}, "[source]: 'model' is missing"),
+    ({"source": "m"}, "[source]: expected a table, not 'm'"),
+    ({"artifacts": [{"format": "awq-int4", "options": {"calib_samples": "abc"}}]},
+     "artifacts[0]: options: 'calib_samples' must be a positive integer, not 'abc'"),
+    ({"artifacts": [{"format": "awq-int4", "options": {"calib_sample": 3}}]},
+     "unknown option 'calib_sample' for awq-int4"),
+    ({"artifacts": [{"format": "awq-int4", "options": {"w_bit": 3}}]}, "'w_bit' must be 4"),
+    ({"artifacts": [{"format": "onnx-int8", "options": {"opset": 23}}]}, "'opset' must be one of 18, 19, 20"),
+    ({"artifacts": [{"format": "baseline-bf16", "options": {"x": 1}}]}, "for baseline-bf16 (known: none)"),
+    ({"artifacts": [{"format": "baseline-bf16", "options": 5}]}, "'options' must be a table, not 5"),
+    ({"artifacts": [{"format": "baseline-bf16"}, {"format": "baseline-bf16"}]}, "'baseline-bf16' appears more"),
+    ({"artifacts": ["baseline-bf16"]}, "artifacts[0]: expected a table"),
+    ({"parity": {"max_queries": "abc"}}, "[parity]: 'max_queries' must be a positive integer, not 'abc'"),
+    ({"parity": {"max_queries": 0}}, "'max_queries' must be a positive integer, not 0"),
+    ({"parity": {"eval": "builtin"}}, "'eval' must be a non-empty list of strings"),
+    ({"parity": {"eval": []}}, "'eval' must be a non-empty list of strings"),
+    ({"parity": {"thresholds": 5}}, "[parity]: 'thresholds' must be a table, not 5"),
+    ({"parity": {"thresholds": {"awq-int4": 5}}}, "thresholds.awq-int4: expected a table"),
+    ({"parity": {"thresholds": {"awq-int4": {"max_abs_dp": "abc"}}}},
+     "thresholds.awq-int4: max_abs_dp must be a finite number, not 'abc'"),
+    ({"parity": {"thresholds": {"awq-int4": {"max_abs_dp": float("nan")}}}},
+     "max_abs_dp must be a finite number from 0 to 1, not nan"),
+    ({"parity": {"thresholds": {"awq-int4": {"min_top1": float("inf")}}}}, "min_top1 must be a finite number"),
+    ({"parity": {"thresholds": {"gguf": {"min_top1": 1}}}}, "thresholds for unknown format 'gguf'"),
+    ({"targets": [{"name": "t", "device": "cpu", "memory": "4GiB", "max_length": "big"}]},
+     "targets[0]: 'max_length' must be an integer from 1 to 1048576, not 'big'"),
+    ({"targets": [{"name": "t", "device": "cpu", "memory": "9" * 400}]}, "is too large"),
+    ({"targets": [{"name": "t", "device": "cpu", "memory": True}]}, "'memory' must be a size"),
+    ({"targets": [{"name": "t", "device": "cpu"}]}, "targets[0]: 'memory' is missing"),
+    ({"targets": [{"name": "t", "device": "cpu", "memory": "1GiB"}] * 2}, "name 't' appears more than once"),
+])
+def test_every_value_is_checked_when_read(patch, message):
+    with pytest.raises(RecipeError) as exc:
+        parse_recipe({**MINIMAL, **patch}, "r.toml")
+    assert message in str(exc.value) and str(exc.value).startswith("r.toml: ")
+
+
+def test_every_format_has_an_options_entry():
+    assert set(OPTIONS) == set(FORMATS)
+
+
+def test_valid_options_thresholds_and_targets_pass():
+    recipe = parse_recipe({**MINIMAL, "artifacts": [
+        {"format": "awq-int4", "options": {"calib_samples": 8, "group_size": 64, "clip": False}},
+        {"format": "onnx-int4", "options": {"opset": 19, "quantize_embedding": False, "max_shrink": 0.25}}],
+        "parity": {"max_queries": 3, "thresholds": {"awq-int4": {"max_abs_dp": 0.05, "min_spearman_worst": -1}}},
+        "targets": [{"name": "t", "device": "cpu", "memory": 2**30, "max_length": 512}]})
+    assert recipe.parity.max_queries == 3 and recipe.targets[0].max_length == 512
+
+
+def test_toml_nan_threshold_names_the_file_and_key(tmp_path):
+    path = tmp_path / "r.toml"
+    path.write_text('name = "r"\n[source]\nmodel = "m"\n[[artifacts]]\nformat = "awq-int4"\n'
+                    '[parity.thresholds.awq-int4]\nmax_abs_dp = nan\n')
+    with pytest.raises(RecipeError, match=r"r\.toml: \[parity\]: thresholds\.awq-int4: max_abs_dp must be a finite"):
+        load_recipe(path)
 
 
 def test_missing_and_malformed_files(tmp_path):
