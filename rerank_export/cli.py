@@ -52,10 +52,18 @@ def _configure_logging(verbose: bool, quiet: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Everything after the first `--` passes through to an engine (`serve --engine vllm -- --flag`);
+    # argparse alone would hand it to no positional once the artifacts one is filled.
+    argv, passthrough = (argv[:argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # --help (0) or a usage error (2): return the code, don't exit the caller
         return int(exc.code or 0)
+    if passthrough and args.command != "serve":
+        print("rerank-export: error: arguments after -- pass through to serve --engine vllm only", file=sys.stderr)
+        return 2
+    args.passthrough = passthrough
     args.verbose = getattr(args, "verbose", False)
     args.quiet = getattr(args, "quiet", False)
     _configure_logging(args.verbose, args.quiet)

@@ -17,6 +17,7 @@ API_KEY_ENV = "RERANK_EXPORT_API_KEY"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..serve import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_DOCUMENTS
+    from ..vllm_command import VLLM_PYTHON_ENV
     from ._common import positive_int
 
     parser.add_argument("artifacts", help="artifacts root (or one artifact folder)")
@@ -33,16 +34,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-prefix-reuse", action="store_true",
                         help="run every pair in full instead of reusing the query's KV cache (torch backends)")
     parser.add_argument("--engine", choices=["builtin", "vllm"], default="builtin",
-                        help="builtin server (default) or vLLM for GPU serving at scale")
+                        help="builtin server (default) or vLLM (CUDA build on a GPU, CPU build on a CPU)")
     parser.add_argument("--print-command", action="store_true", help="with --engine vllm: print, do not run")
+    parser.add_argument("--vllm-python", default=None, metavar="PYTHON",
+                        help="with --engine vllm: the interpreter that has vLLM (default: "
+                             f"${VLLM_PYTHON_ENV}, else this one; see scripts/vllm-venv.sh)")
+    parser.add_argument("--vllm-timeout", type=float, default=None, metavar="SECONDS",
+                        help="with --engine vllm: how long vLLM may take to answer /health (default 900); "
+                             "further vLLM flags go last, after --, e.g. -- --tensor-parallel-size 2")
 
 
 def run(args: argparse.Namespace) -> int:
     api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
+    args.vllm_args = list(getattr(args, "passthrough", []))
     if args.engine == "vllm":
         return _run_vllm(args, api_key)
-    if args.print_command:
-        raise UsageError("--print-command applies to --engine vllm only")
+    if args.print_command or args.vllm_args or args.vllm_python or args.vllm_timeout is not None:
+        raise UsageError("--print-command, --vllm-python, --vllm-timeout and -- VLLM_ARGS apply to "
+                         "--engine vllm only")
     return _run_builtin(args, api_key)
 
 
@@ -65,36 +74,56 @@ def _run_builtin(args: argparse.Namespace, api_key: str | None) -> int:
     return 0
 
 
-def _vllm_decision(args: argparse.Namespace) -> tuple[Decision, object | None]:
-    from ..runtime import device_facts, plan
+def _vllm_decision(args: argparse.Namespace) -> tuple[Decision, dict]:
+    from ..runtime import device_facts, plan, resolve_device
     from ..select import FormatTraits, choose_artifact
     from ..vllm_command import is_original_checkpoint, original_checkpoint_manifest
 
-    if args.device == "cpu":
-        raise UsageError("--engine vllm serves on a CUDA GPU; drop --device cpu (use --memory to plan elsewhere)")
+    kind = resolve_device(args.device)  # cuda when a GPU is visible, else vLLM's CPU build
     if is_original_checkpoint(args.artifacts):
         manifest = original_checkpoint_manifest(args.artifacts)
-        traits = {"original": FormatTraits(100, 0, ("cuda",), manifest.dtype, "torch")}
-        decision = choose_artifact([(args.artifacts, manifest)], device_facts("cuda", args.memory),
+        traits = {"original": FormatTraits(100, 0, ("cuda", "cpu"), manifest.dtype, "torch")}
+        decision = choose_artifact([(args.artifacts, manifest)], device_facts(kind, args.memory),
                                    args.max_length, traits, args.allow_unverified)
         return decision, {args.artifacts: manifest}
-    decision, manifests = plan(args.artifacts, "cuda", args.memory, args.max_length, args.allow_unverified,
-                               backends=("torch",))
-    return decision, manifests
+    return plan(args.artifacts, kind, args.memory, args.max_length, args.allow_unverified, backends=("torch",))
+
+
+def _bf16(decision: Decision) -> bool:
+    """Whether the device runs bf16 natively (AWQ's activation dtype); unknown GPUs get fp16, which all run."""
+    if decision.device.kind == "cpu":
+        return decision.device.cpu_bf16
+    from ..runtime import cuda_available
+
+    if not cuda_available():  # planning for a GPU elsewhere (--memory)
+        return False
+    import torch
+
+    return bool(torch.cuda.is_bf16_supported())
 
 
 def _run_vllm(args: argparse.Namespace, api_key: str | None) -> int:
-    from ..vllm_command import build_command, exec_vllm, read_config, render, settings_from
+    from ..manifest import verify_files
+    from ..vllm_command import build_command, check_vllm, read_config, settings_from, vllm_python
+    from ..vllm_server import DEFAULT_START_TIMEOUT, VllmServer, run_foreground
 
+    if any(a == "--api-key" or a.startswith("--api-key=") for a in args.vllm_args):
+        raise UsageError(f"pass the key with --api-key or ${API_KEY_ENV}: it reaches vLLM through its "
+                         "environment, never its argv")
     decision, manifests = _vllm_decision(args)
     if decision.chosen is None:
         raise NoArtifactFits(why_nothing(decision))
     folder = Path(decision.chosen.folder)
     manifest = manifests[decision.chosen.folder]
-    cmd = build_command(folder, settings_from(decision), read_config(folder), manifest, args.host, args.port,
-                        args.served_model_name or manifest.source_model, api_key)
+    config = read_config(folder)
+    python = vllm_python(args.vllm_python)
+    command = build_command(folder, settings_from(decision, config), config, manifest, args.host, args.port,
+                            args.served_model_name or manifest.source_model, api_key, python, _bf16(decision),
+                            args.vllm_args)
     if args.print_command:
-        print(render(cmd))
+        print(command.render())
         return 0
-    exec_vllm(cmd)
-    return 0
+    check_vllm(python)
+    verify_files(folder, manifest)  # vLLM would serve a corrupted artifact as it is
+    server = VllmServer(command, folder, args.host, args.port)
+    return run_foreground(server, args.vllm_timeout or DEFAULT_START_TIMEOUT)
