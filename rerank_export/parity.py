@@ -22,6 +22,7 @@ from .errors import ArtifactError, RerankExportError, UsageError
 from .evalsets import EvalSet
 from .formats import get_format
 from .formats.spec import Thresholds
+from .host import cpu_facts, describe_cpu, engine_facts
 from .manifest import find_artifacts, read_manifest, verify_files
 from .reference import ReferenceBackend, SourceModel
 from .scoring import Backend, score_encoded
@@ -40,10 +41,13 @@ class ParityReport:
     thresholds: dict[str, float]
     scores: dict[str, list[float]] = field(default_factory=dict)  # eval set -> artifact scores
     reference: dict[str, list[float]] = field(default_factory=dict)
+    # Where the candidate's scores were computed: {"device", "engine", "cpu"}. Quantized kernels round
+    # differently by instruction set, so a metric means little without the CPU it came from.
+    ran_on: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         return {"verdict": "pass" if self.passed else "fail", "metrics": self.metrics,
-                "breaches": self.breaches, "thresholds": self.thresholds}
+                "breaches": self.breaches, "thresholds": self.thresholds, "ran_on": self.ran_on}
 
 
 def score_set(backend: Backend, source: SourceModel, evalset: EvalSet, progress: bool = False) -> list[float]:
@@ -207,6 +211,7 @@ def _check_one(folder: Path, source: SourceModel, evalset: EvalSet, reference: l
     else:
         report = compare(reference, scores, evalset, limits, spec.name)
     report.metrics["eval_sets"] = evalset.name
+    report.ran_on = {"device": "cpu", "engine": engine_facts(spec.backend), "cpu": cpu_facts()}
     write_reports(folder, report)
     manifest.parity = {**report.summary(), "eval_sets": evalset.name.split("+"),
                        "reference": {"model": source.model_id, "revision": source.revision},
@@ -266,7 +271,19 @@ def render_markdown(reports: Sequence[ParityReport]) -> str:
     lines = ["# Parity against the reference", "", head, rule, *rows, ""]
     for r in reports:
         lines += [f"- {r.name}: breached {b}" for b in r.breaches]
+    lines += _ran_on_lines(reports)
     return "\n".join(lines) + "\n"
+
+
+def _ran_on_lines(reports: Sequence[ParityReport]) -> list[str]:
+    """One line per artifact: device, engine and CPU (quantized scores vary with the CPU's kernels)."""
+    lines = []
+    for r in reports:
+        if r.ran_on:
+            engine = r.ran_on["engine"]
+            lines.append(f"- {r.name} ran on {r.ran_on['device']} with {engine['name']} {engine['version']}, "
+                         f"CPU {describe_cpu(r.ran_on['cpu'])}")
+    return ["", *lines] if lines else []
 
 
 def _fmt(value: Any) -> str:

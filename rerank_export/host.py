@@ -1,0 +1,74 @@
+"""Which machine a number came from: the CPU, the instruction sets that change kernels, the engine.
+
+Quantized kernels round differently by instruction set: onnxruntime's int8 and 4-bit matmuls take
+separate AVX2, AVX512-VNNI and AMX paths, so the same artifact scores a little differently on each CPU.
+Every parity report and benchmark result records these facts beside its numbers.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from functools import cache
+from typing import Any
+
+# The flags that select different int8/bf16/fp32 kernels in onnxruntime (MLAS), PyTorch and oneDNN.
+KERNEL_FLAGS = ("sse4_1", "avx", "avx2", "fma", "f16c", "avx_vnni", "avx512f", "avx512bw", "avx512_vnni",
+                "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8", "asimd", "sve", "i8mm")
+
+
+@cache
+def cpu_facts() -> dict[str, Any]:
+    """{"model", "flags", "isa", "cores"}: flags as the OS lists them, isa as PyTorch's dispatcher sees it.
+
+    The two differ under an emulator (the OS lists the host's flags, CPUID says the emulated CPU's), so
+    both are kept: `isa` is what the kernels actually ran with.
+    """
+    model, flags = _proc_cpuinfo()
+    return {"model": model or platform.processor() or platform.machine(),
+            "flags": [f for f in KERNEL_FLAGS if f in flags], "isa": _torch_isa(),
+            "cores": os.cpu_count()}
+
+
+def _proc_cpuinfo() -> tuple[str, set[str]]:
+    model, flags = "", set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key in ("model name", "Model") and not model:
+                    model = value.strip()
+                elif key in ("flags", "Features") and not flags:
+                    flags = set(value.split())
+    except OSError:
+        pass
+    return model, flags
+
+
+def _torch_isa() -> str | None:
+    try:
+        import torch
+
+        return str(torch.backends.cpu.get_cpu_capability())
+    except (ImportError, AttributeError):
+        return None
+
+
+def engine_facts(backend: str) -> dict[str, Any]:
+    """{"name", "version"} of the library that ran a format's backend ("torch" or "onnxruntime")."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    names = {"onnxruntime": ("onnxruntime", "onnxruntime-gpu"), "torch": ("torch",)}.get(backend, (backend,))
+    for name in names:
+        try:
+            return {"name": backend, "version": version(name)}
+        except PackageNotFoundError:
+            continue
+    return {"name": backend, "version": None}
+
+
+def describe_cpu(facts: dict[str, Any] | None = None) -> str:
+    """One line for reports: 'AMD EPYC (isa AVX512; avx2 avx512f avx512_vnni avx512_bf16)'."""
+    facts = facts or cpu_facts()
+    return f"{facts['model']} (isa {facts['isa'] or '?'}; {' '.join(facts['flags']) or 'no SIMD flags listed'})"
