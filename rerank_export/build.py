@@ -10,7 +10,7 @@ from typing import Any
 from .errors import ArtifactError
 from .evalsets import load_eval_set
 from .export import export_formats
-from .manifest import Manifest, read_manifest, verify_files
+from .manifest import Manifest, read_manifest, verify_files, write_atomic
 from .parity import check_artifacts
 from .recipe import ArtifactSpec, Recipe, TargetSpec
 from .reference import SourceModel
@@ -72,7 +72,7 @@ def build(recipe: Recipe, out: Path, force: bool = False, progress: bool = True)
     manifests = {a.format: read_manifest(out / a.format) for a in recipe.artifacts}
     decisions = [(t, _decide(out, t)) for t in recipe.targets]
     summary = render_summary(recipe, manifests, decisions)
-    (out / SUMMARY).write_text(summary)
+    write_atomic(out / SUMMARY, summary)
     return BuildResult([a.format for a in todo], skipped, manifests, decisions, summary)
 
 

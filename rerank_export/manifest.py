@@ -10,11 +10,14 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import logging
 import os
+import re
 import shutil
+import socket
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +27,10 @@ from .errors import ArtifactError, UsageError
 MANIFEST = "manifest.json"
 SCHEMA_VERSION = 1
 TOOLKIT_VERSION = "0.1.0"
+# Inside every temp folder we make: with the name pattern, how the next run knows the folder is ours.
+PARTIAL_MARKER = ".rerank-export-partial"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -94,27 +101,125 @@ class Manifest:
         return cls(**{k: v for k, v in data.items() if k in known})
 
     def write(self, folder: Path) -> None:
-        (Path(folder) / MANIFEST).write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False))
+        """Replace manifest.json atomically: a reader (or a kill -9) sees the old one or the new one."""
+        write_atomic(Path(folder) / MANIFEST, json.dumps(self.to_dict(), indent=2, ensure_ascii=False))
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write `text` to a temp file beside `path`, flush it to disk, then rename it over `path`."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a manifest is meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def read_manifest(folder: str | Path) -> Manifest:
+    """The manifest of an artifact folder; anything malformed is an ArtifactError naming the file."""
     path = Path(folder) / MANIFEST
     if not path.is_file():
         raise ArtifactError(f"{path} not found: '{folder}' is not a rerank-export artifact folder")
     try:
-        return Manifest.from_dict(json.loads(path.read_text()))
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise ArtifactError(f"{path} is not a valid manifest: {exc}") from exc
+        data = json.loads(path.read_bytes().decode("utf-8"))
+        problem = manifest_problem(data)
+        if problem is None:
+            return Manifest.from_dict(data)
+    except UnicodeDecodeError as exc:
+        problem = f"not UTF-8 ({exc.reason} at byte {exc.start})"
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, digit limits, absurd nesting
+        problem = f"not valid JSON ({_short(exc)})"
+    except (KeyError, TypeError) as exc:
+        problem = _short(exc)
+    except OSError as exc:
+        problem = f"unreadable ({exc.strerror or exc})"
+    raise ArtifactError(f"{path} is not a valid manifest: {problem}; re-export the artifact")
+
+
+def _short(value: Any, limit: int = 120) -> str:
+    text = str(value).splitlines()[0] if str(value) else repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+# Required fields and what each must be; checked before any field is used (pick, serve, load, parity).
+_REQUIRED: dict[str, tuple[type | tuple[type, ...], str]] = {
+    "format": (str, "a string"), "dtype": (str, "a string"), "source_model": (str, "a string"),
+    "yes_id": (int, "an integer"), "no_id": (int, "an integer"), "max_length": (int, "an integer"),
+    "memory": (dict, "an object"),
+}
+_OPTIONAL: dict[str, tuple[type | tuple[type, ...], str]] = {
+    "source_revision": ((str, type(None)), "a string or null"), "files": (dict, "an object"),
+    "template": (str, "a string"), "recipe": (dict, "an object"), "details": (dict, "an object"),
+    "parity": ((dict, type(None)), "an object or null"), "created": ((int, float), "a number"),
+}
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def manifest_problem(data: Any) -> str | None:
+    """What is wrong with a parsed manifest.json (one phrase), or None when it is well-formed."""
+    if not isinstance(data, dict):
+        return f"expected a JSON object, got {type(data).__name__}"
+    for key, (kind, what) in {**_REQUIRED, **_OPTIONAL}.items():
+        if key not in data:
+            if key in _REQUIRED:
+                return f"'{key}' is missing"
+            continue
+        value = data[key]
+        if isinstance(value, bool) or not isinstance(value, kind):
+            return f"'{key}' must be {what}, not {_short(repr(value), 40)}"
+    return _files_problem(data.get("files", {}))
+
+
+def _files_problem(files: dict[str, Any]) -> str | None:
+    for name, info in files.items():
+        parts = Path(name).parts
+        if not name or Path(name).is_absolute() or ".." in parts:
+            return f"files entry {name!r} is not a path inside the artifact"
+        if not isinstance(info, dict):
+            return f"files[{name!r}] must be an object with bytes and sha256"
+        size, digest = info.get("bytes"), info.get("sha256")
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            return f"files[{name!r}].bytes must be a non-negative integer, not {_short(repr(size), 40)}"
+        if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
+            return f"files[{name!r}].sha256 must be 64 hex digits, not {_short(repr(digest), 40)}"
+    return None
 
 
 def find_artifacts(root: str | Path) -> list[Path]:
     """Artifact folders directly under `root` (or `root` itself when it is one), sorted by name."""
     root = Path(root)
     if not root.is_dir():
-        raise ArtifactError(f"artifacts folder '{root}' does not exist")
+        what = "is not a folder" if root.exists() else "does not exist"
+        raise ArtifactError(f"artifacts folder '{root}' {what}")
     if (root / MANIFEST).is_file():
         return [root]
     return sorted(p for p in root.iterdir() if (p / MANIFEST).is_file() and not p.name.startswith("."))
+
+
+def load_artifacts(root: str | Path) -> list[tuple[Path, Manifest]]:
+    """(folder, manifest) of every readable artifact under `root`; a broken one is skipped with a warning.
+
+    `root` itself being an artifact with a broken manifest is an error: there is nothing else to use.
+    """
+    folders = find_artifacts(root)
+    found, skipped = [], []
+    for folder in folders:
+        try:
+            found.append((folder, read_manifest(folder)))
+        except ArtifactError as exc:
+            if folders == [Path(root)]:
+                raise
+            log.warning("skipping %s: %s", folder, exc)
+            skipped.append(folder.name)
+    if not found:
+        extra = f" (skipped, broken: {', '.join(skipped)})" if skipped else ""
+        raise ArtifactError(f"no artifact folders (with manifest.json) under '{root}'{extra}")
+    return found
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -127,7 +232,7 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 
 def describe_files(folder: Path) -> dict[str, dict[str, Any]]:
     """bytes and sha256 of every file in the artifact except the manifest and parity outputs."""
-    skip = {MANIFEST, "parity.json", "parity.md", "parity.png"}
+    skip = {MANIFEST, "parity.json", "parity.md", "parity.png", PARTIAL_MARKER}
     return {
         str(p.relative_to(folder)): {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
         for p in sorted(folder.rglob("*"))
@@ -146,28 +251,144 @@ def verify_files(folder: str | Path, manifest: Manifest) -> None:
             raise ArtifactError(f"{path} does not match its sha256 in the manifest: corrupted; rebuild it")
 
 
-@contextlib.contextmanager
-def atomic_dir(target: str | Path, overwrite: bool = True) -> Iterator[Path]:
-    """Yield a temp folder beside `target`; on success replace `target` with it, else delete it."""
-    target = Path(target)
-    parent = target.parent
+def is_our_artifact(folder: Path) -> bool:
+    """A folder whose readable manifest names the format it is called after: what our exporters write."""
     try:
-        parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=parent))
+        return read_manifest(folder).format == folder.name
+    except ArtifactError:
+        return False
+
+
+def check_target(target: Path, ours: Callable[[Path], bool] = is_our_artifact, replace: bool = True,
+                 kind: str = "rerank-export artifact") -> None:
+    """Refuse a target that holds anything but an earlier `kind` of ours (that one only with `replace`)."""
+    if not os.path.lexists(target):
+        return
+    if target.is_symlink() or not target.is_dir():
+        raise UsageError(f"'{target}' exists and is not a folder: nothing was written; choose another "
+                         "--out or move it away")
+    try:
+        empty = not any(target.iterdir())
     except OSError as exc:
-        raise UsageError(f"cannot write to '{parent}': {exc.strerror or exc}") from exc
+        raise UsageError(f"cannot read '{target}': {exc.strerror or exc}") from exc
+    if empty:
+        return  # nothing in it to lose
+    if not ours(target):
+        raise UsageError(f"'{target}' exists and is not a {kind}{_why_not_ours(target)}: nothing was written; "
+                         "choose another --out or move it away")
+    if not replace:
+        raise UsageError(f"'{target}' already holds a {kind}; pass --force to replace it")
+
+
+def _why_not_ours(target: Path) -> str:
+    """The reason a folder with a manifest.json is still not ours to replace, for the error message."""
+    if not (target / MANIFEST).is_file():
+        return ""
+    try:
+        manifest = read_manifest(target)
+    except ArtifactError as exc:
+        return f" ({exc})"
+    return f" (its manifest is for {manifest.format})"
+
+
+@contextlib.contextmanager
+def atomic_dir(target: str | Path, replace: bool = True, ours: Callable[[Path], bool] = is_our_artifact,
+               kind: str = "rerank-export artifact") -> Iterator[Path]:
+    """Yield a temp folder beside `target`; on success put it at `target`, else delete it.
+
+    An existing `target` is replaced only when it is an earlier `kind` of ours (`ours(target)`) and
+    `replace` is set; anything else there is an error, checked before the work and again before the swap.
+    """
+    target = Path(os.path.abspath(target))  # "." and ".." have no name to put a temp folder beside
+    check_target(target, ours, replace, kind)
+    tmp = make_marked_dir(target.parent, f".{target.name}.partial-")
     try:
         yield tmp
         tmp.chmod(0o755)  # mkdtemp makes it private; an artifact is meant to be shared
-        if target.exists():
-            if not overwrite:
-                raise ArtifactError(f"'{target}' already exists")
-            old = parent / f".{target.name}.old-{os.getpid()}"
-            target.rename(old)
-            tmp.rename(target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(target)
+        (tmp / PARTIAL_MARKER).unlink()
+        check_target(target, ours, replace, kind)
+        _swap_in(tmp, target)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _swap_in(tmp: Path, target: Path) -> None:
+    if not target.exists() or not any(target.iterdir()):
+        tmp.rename(target)  # rename(2) replaces an empty folder
+        return
+    _write_marker(target)  # so a kill between the two renames leaves a folder the next run recognises
+    old = target.parent / f".{target.name}.old-{os.getpid()}"
+    target.rename(old)
+    tmp.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def scratch_dir(parent: str | Path, prefix: str) -> Iterator[Path]:
+    """A marked temp folder in `parent` for intermediate files, deleted on exit (or by the next run)."""
+    tmp = make_marked_dir(Path(parent), prefix)
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def make_marked_dir(parent: Path, prefix: str) -> Path:
+    """mkdtemp in `parent` with our marker in it, after clearing what interrupted runs left there."""
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        clean_leftovers(parent)
+        tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+        _write_marker(tmp)
+    except OSError as exc:
+        raise UsageError(f"cannot write to '{parent}': {exc.strerror or exc}") from exc
+    return tmp
+
+
+def _write_marker(folder: Path) -> None:
+    (folder / PARTIAL_MARKER).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
+
+
+# Temp folders our writers make: "<.name>.partial-XXXX" (atomic_dir), ".onnx-export-XXXX" (scratch_dir)
+# and "<.name>.old-PID" (the previous artifact during the swap). Only these names, with our marker inside
+# and the process that wrote it gone, are ever touched.
+_LEFTOVER = re.compile(r"\.(?:.+\.partial-|onnx-export-)[A-Za-z0-9_]+")
+_OLD = re.compile(r"\.(?P<name>.+)\.old-[0-9]+")
+
+
+def clean_leftovers(parent: Path) -> list[Path]:
+    """Remove what interrupted exports of ours left in `parent`; an orphaned previous artifact is put back."""
+    removed = []
+    for path in sorted(parent.iterdir()):
+        old = _OLD.fullmatch(path.name)
+        if not (_LEFTOVER.fullmatch(path.name) or old) or not _abandoned(path / PARTIAL_MARKER):
+            continue
+        target = parent / old.group("name") if old else None
+        if target is not None and not os.path.lexists(target):
+            (path / PARTIAL_MARKER).unlink()
+            path.rename(target)
+            log.warning("restored %s from %s (an interrupted export was replacing it)", target, path.name)
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        log.info("removed %s, left by an interrupted export", path)
+        removed.append(path)
+    return removed
+
+
+def _abandoned(marker: Path) -> bool:
+    """True when `marker` is ours and the process that wrote it, on this host, is gone."""
+    try:
+        info = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    pid = info.get("pid") if isinstance(info, dict) else None
+    if not isinstance(pid, int) or pid <= 0 or pid == os.getpid() or info.get("host") != socket.gethostname():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False  # alive, another user's
+    return False

@@ -31,6 +31,9 @@ SPECIAL_TOKENS = [
     ("</think>", False),
 ]
 SMALL_VOCAB = 2048
+# Written into every tiny model folder: how `tiny --force` knows a folder is one it may replace.
+TINY_MARKER = "rerank-export-tiny.json"
+TINY_KIND = "rerank-export tiny model"
 
 
 @dataclass(frozen=True)
@@ -97,10 +100,13 @@ def _corpus() -> list[str]:
 
 
 def build_tiny(out: str | Path, tokenizer_dir: str | Path | None = None, seed: int = 0,
-               sizes: TinySizes = TinySizes()) -> Path:
-    """Write a tiny random-weight Qwen3ForCausalLM reranker (bf16, like the real checkpoint) to `out`."""
+               sizes: TinySizes = TinySizes(), replace: bool = False) -> Path:
+    """Write a tiny random-weight Qwen3ForCausalLM reranker (bf16, like the real checkpoint) to `out`.
+
+    `out` must be new or empty; an earlier tiny model of ours (TINY_MARKER) is replaced only with `replace`.
+    """
     out = Path(out)
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, replace=replace, ours=is_tiny_model, kind="tiny model written by rerank-export") as tmp:
         if tokenizer_dir is None:
             build_small_tokenizer(tmp)
             tok = load_tokenizer(tmp)
@@ -108,8 +114,17 @@ def build_tiny(out: str | Path, tokenizer_dir: str | Path | None = None, seed: i
             tok = load_tokenizer(tokenizer_dir)
             tok.save_pretrained(str(tmp))
         _save_model(tmp, tok, seed, sizes)
+        (tmp / TINY_MARKER).write_text(json.dumps({"kind": TINY_KIND, "seed": seed, **sizes.__dict__}, indent=2))
     log.info("wrote tiny Qwen3 reranker to %s", out)
     return out
+
+
+def is_tiny_model(folder: Path) -> bool:
+    """True for a folder build_tiny wrote (its marker file says so)."""
+    try:
+        return json.loads((folder / TINY_MARKER).read_text(encoding="utf-8")).get("kind") == TINY_KIND
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _save_model(out: Path, tok, seed: int, sizes: TinySizes) -> None:

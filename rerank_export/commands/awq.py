@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..calibration import DEFAULT_MAX_LENGTH, DEFAULT_SAMPLES
 from ..export import export_formats
-from ._common import add_model_arguments, positive_int
+from ._common import add_force_argument, add_model_arguments, max_length_int, positive_int
 
 NAME = "awq"
 HELP = "export the AWQ int4 artifact (activation-aware scales + clipping, AutoAWQ GEMM layout)"
@@ -16,6 +16,7 @@ FORMAT = "awq-int4"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
+    add_force_argument(parser)
     parser.add_argument("--out", required=True, help=f"artifacts root; writes <out>/{FORMAT}/")
     parser.add_argument("--w-bit", type=int, choices=[4], default=4, help="weight bits (the GEMM layout is 4-bit)")
     parser.add_argument("--group-size", type=positive_int, default=128,
@@ -24,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="calibration JSONL of {query, document[, instruction]} lines (default: built-in set)")
     parser.add_argument("--calib-samples", type=positive_int, default=DEFAULT_SAMPLES,
                         help=f"calibration prompts (default {DEFAULT_SAMPLES})")
-    parser.add_argument("--calib-max-length", type=positive_int, default=DEFAULT_MAX_LENGTH,
+    parser.add_argument("--calib-max-length", type=max_length_int, default=DEFAULT_MAX_LENGTH,
                         help=f"tokens per calibration prompt; documents are truncated (default {DEFAULT_MAX_LENGTH})")
     parser.add_argument("--no-clip", action="store_true", help="skip the clipping-range search (faster)")
 
@@ -33,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
     options = {"w_bit": args.w_bit, "group_size": args.group_size, "calib": args.calib,
                "calib_samples": args.calib_samples, "calib_max_length": args.calib_max_length,
                "clip": not args.no_clip, "progress": not args.quiet}
-    (manifest,) = export_formats(args.model, args.revision, Path(args.out), [FORMAT], {FORMAT: options})
+    (manifest,) = export_formats(args.model, args.revision, Path(args.out), [FORMAT], {FORMAT: options},
+                                 replace=args.force)
     print(f"{Path(args.out) / manifest.format}  ({manifest.memory.weight_bytes / 2**20:.1f} MiB resident weights)")
     return 0

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..export import export_formats
 from ..formats.onnx import DEFAULT_OPSET, SUPPORTED_OPSETS
-from ._common import add_model_arguments
+from ._common import add_force_argument, add_model_arguments
 
 NAME = "onnx"
 HELP = "export ONNX artifacts (onnx-fp32, onnx-fp16, onnx-int8, onnx-int4) with weights as external data"
@@ -15,6 +15,7 @@ HELP = "export ONNX artifacts (onnx-fp32, onnx-fp16, onnx-int8, onnx-int4) with 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
+    add_force_argument(parser)
     parser.add_argument("--out", required=True, help="artifacts root; writes <out>/onnx-<dtype>/")
     parser.add_argument("--dtype", choices=["fp32", "fp16"], action="append",
                         help="graph precision (repeatable; default fp32 unless only --quantize is given)")
@@ -40,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
     options.get("onnx-int8", {})["quantize_embedding"] = args.int8_embedding
     options.get("onnx-int4", {})["quantize_embedding"] = not args.int4_fp32_embedding
     options.get("onnx-int4", {})["progress"] = not args.quiet
-    for manifest in export_formats(args.model, args.revision, Path(args.out), names, options):
+    manifests = export_formats(args.model, args.revision, Path(args.out), names, options, replace=args.force)
+    for manifest in manifests:
         size = sum(f["bytes"] for f in manifest.files.values())
         print(f"{Path(args.out) / manifest.format}  ({size / 2**20:.1f} MiB)")
     return 0

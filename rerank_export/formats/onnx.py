@@ -17,7 +17,6 @@ import contextlib
 import copy
 import logging
 import shutil
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ import numpy as np
 
 from ..contract import save_tokenizer
 from ..errors import ArtifactError, MissingExtra, UsageError
-from ..manifest import Manifest, atomic_dir
+from ..manifest import Manifest, atomic_dir, scratch_dir
 from ..scoring import OutOfMemory
 from .common import build_manifest
 
@@ -286,7 +285,7 @@ def export_many(source: Any, out_root: Path, specs: Sequence[Any],
         if spec.dtype not in CONVERSIONS:
             raise UsageError(f"no ONNX conversion to '{spec.dtype}'; known: {', '.join(CONVERSIONS)}")
     out_root.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".onnx-export-", dir=out_root) as scratch:
+    with scratch_dir(out_root, ".onnx-export-") as scratch:
         fp32 = export_fp32_graph(source, Path(scratch) / MODEL_FILE, opsets.pop())
         return [_write_artifact(source, fp32, out_root, s, options.get(s.name, {})) for s in specs]
 
@@ -306,7 +305,7 @@ def export_int4(source: Any, out_root: Path, spec: Any, options: dict[str, Any])
     fold_scales(decoder, result)
     clip_weights(decoder, result)
     opts = {**options, "group_size": result.settings.group_size}
-    with tempfile.TemporaryDirectory(prefix=".onnx-export-", dir=out_root) as scratch:
+    with scratch_dir(out_root, ".onnx-export-") as scratch:
         fp32 = export_fp32_graph(source, Path(scratch) / MODEL_FILE, int(options.get("opset", DEFAULT_OPSET)),
                                  decoder)
         del decoder
