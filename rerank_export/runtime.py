@@ -17,7 +17,7 @@ from typing import Any
 
 from .contract import DEFAULT_MAX_LENGTH, Contract, load_tokenizer
 from .errors import ArtifactError, NoArtifactFits, UsageError
-from .manifest import Manifest, find_artifacts, read_manifest, verify_files
+from .manifest import Manifest, load_artifacts, verify_files
 from .select import (
     Decision,
     DeviceFacts,
@@ -91,18 +91,28 @@ def device_facts(device: str = "auto", memory: int | str | None = None) -> Devic
 
 def plan(artifacts_dir: str | Path, device: str = "auto", memory_budget: int | str | None = None,
          max_length: int = DEFAULT_MAX_LENGTH, allow_unverified: bool = False,
-         backends: Sequence[str] | None = None) -> tuple[Decision, dict[str, Manifest]]:
-    """The selector's decision over every artifact under `artifacts_dir` (nothing loaded)."""
+         backends: Sequence[str] | None = None, verify: bool = False) -> tuple[Decision, dict[str, Manifest]]:
+    """The selector's decision over every artifact under `artifacts_dir` (nothing loaded).
+
+    A folder with a broken manifest is skipped with a warning naming it. With `verify`, the chosen
+    artifact's files are checked against their sha256; a corrupted one is passed over for the next.
+    """
     if max_length < 1:
         raise UsageError(f"max length must be positive, got {max_length}")
-    folders = find_artifacts(artifacts_dir)
-    if not folders:
-        raise ArtifactError(f"no artifact folders (with manifest.json) under '{artifacts_dir}'")
-    manifests = {str(f): read_manifest(f) for f in folders}
+    manifests = {str(f): m for f, m in load_artifacts(artifacts_dir)}
     facts = device_facts(device, memory_budget)
-    decision = choose_artifact(list(manifests.items()), facts, max_length, traits_from_formats(),
-                               allow_unverified, backends)
-    return decision, manifests
+    broken: dict[str, str] = {}
+    while True:
+        decision = choose_artifact(list(manifests.items()), facts, max_length, traits_from_formats(),
+                                   allow_unverified, backends, broken)
+        if not verify or decision.chosen is None:
+            return decision, manifests
+        try:
+            verify_files(decision.chosen.folder, manifests[decision.chosen.folder])
+            return decision, manifests
+        except ArtifactError as exc:
+            log.warning("passing over %s: %s", decision.chosen.folder, exc)
+            broken[decision.chosen.folder] = f"files do not match the manifest ({exc})"
 
 
 @dataclass
@@ -130,7 +140,7 @@ def load(artifacts_dir: str | Path, device: str = "auto", memory_budget: int | s
     whose parity failed or was never checked unless `allow_unverified`, and any artifact whose files
     differ from their sha256 in the manifest.
     """
-    decision, manifests = plan(artifacts_dir, device, memory_budget, max_length, allow_unverified)
+    decision, manifests = plan(artifacts_dir, device, memory_budget, max_length, allow_unverified, verify=True)
     if decision.chosen is None:
         from .select import why_nothing
 
@@ -139,7 +149,6 @@ def load(artifacts_dir: str | Path, device: str = "auto", memory_budget: int | s
         log.warning("%s", decision.note)
     folder = Path(decision.chosen.folder)
     manifest = manifests[str(folder)]
-    verify_files(folder, manifest)
     return Reranker.from_folder(folder, manifest, decision, prefix_reuse, progress)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -188,11 +188,16 @@ def _blocker(manifest: Manifest, traits: FormatTraits | None, device: DeviceFact
 
 def choose_artifact(artifacts: Sequence[tuple[str | Path, Manifest]], device: DeviceFacts, max_length: int,
                     traits: Mapping[str, FormatTraits], allow_unverified: bool = False,
-                    backends: Iterable[str] | None = None) -> Decision:
-    """The artifact to serve on `device` at `max_length`, with every candidate and why; pure."""
+                    backends: Iterable[str] | None = None, broken: Mapping[str, str] | None = None) -> Decision:
+    """The artifact to serve on `device` at `max_length`, with every candidate and why; pure.
+
+    `broken` maps folders found unusable elsewhere (files not matching their sha256) to the reason.
+    """
     backends = None if backends is None else tuple(backends)
     cands = tuple(assess(str(folder), m, traits.get(m.format), device, max_length, allow_unverified, backends)
                   for folder, m in artifacts)
+    cands = tuple(replace(c, eligible=False, reason=broken[c.folder]) if c.folder in (broken or {}) else c
+                  for c in cands)
     eligible = [c for c in cands if c.eligible]
     # Verified first even when unverified ones are allowed; then the device's preference.
     chosen = max(eligible, key=lambda c: (c.verdict == "pass", c.rank, -c.weight_bytes), default=None)

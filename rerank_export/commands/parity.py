@@ -6,7 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..errors import UsageError
 from ..evalsets import BUILTIN, load_eval_set
+from ..manifest import load_artifacts
 from ..parity import check_artifacts, load_thresholds, render_markdown
 from ..reference import SourceModel
 from ._common import add_model_arguments, positive_int
@@ -30,8 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     eval_sets = [load_eval_set(e).limit(args.max_queries) for e in (args.eval or [BUILTIN])]
     thresholds = load_thresholds(args.thresholds)
+    names = artifact_names(Path(args.artifacts), args.only)
     source = SourceModel(args.model, args.revision)
-    reports = check_artifacts(Path(args.artifacts), source, eval_sets, thresholds, args.only,
+    reports = check_artifacts(Path(args.artifacts), source, eval_sets, thresholds, names,
                               progress=not args.quiet)
     print(render_markdown(reports), end="")
     failed = [r.name for r in reports if not r.passed]
@@ -39,3 +42,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"rerank-export: parity FAILED for {', '.join(failed)}", file=sys.stderr)
         return 1
     return 0
+
+
+def artifact_names(root: Path, only: list[str] | None) -> list[str]:
+    """The artifacts to check, known before the model loads: readable ones (a broken manifest is
+    skipped with a warning), narrowed to --only, each of which must name one of them."""
+    names = [folder.name for folder, _ in load_artifacts(root)]
+    missing = [n for n in only or [] if n not in names]
+    if missing:
+        raise UsageError(f"--only {missing[0]}: no artifact folder of that name under '{root}' "
+                         f"(found: {', '.join(names)})")
+    return [n for n in names if only is None or n in only]

@@ -6,7 +6,7 @@ import argparse
 import json
 
 from ..contract import DEFAULT_MAX_LENGTH, Contract, load_tokenizer
-from ._common import positive_int
+from ._common import max_length_int, text_arg
 
 NAME = "prompt"
 HELP = "show the exact prompt text and token ids for one (query, document)"
@@ -14,10 +14,10 @@ HELP = "show the exact prompt text and token ids for one (query, document)"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tokenizer", required=True, help="tokenizer folder or hub id")
-    parser.add_argument("--query", required=True)
-    parser.add_argument("--document", required=True)
-    parser.add_argument("--instruction", default=None)
-    parser.add_argument("--max-length", type=positive_int, default=DEFAULT_MAX_LENGTH)
+    parser.add_argument("--query", required=True, type=text_arg)
+    parser.add_argument("--document", required=True, type=text_arg)
+    parser.add_argument("--instruction", default=None, type=text_arg)
+    parser.add_argument("--max-length", type=max_length_int, default=DEFAULT_MAX_LENGTH)
     parser.add_argument("--json", action="store_true", help="print JSON: text, input_ids, truncated")
 
 
