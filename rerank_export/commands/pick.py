@@ -8,7 +8,7 @@ from pathlib import Path
 from ..contract import DEFAULT_MAX_LENGTH
 from ..runtime import plan
 from ..select import render_decision
-from ._common import max_length_int
+from ._common import max_length_int, size_bytes
 
 NAME = "pick"
 HELP = "show every artifact's memory estimate and parity verdict, and the one that would be served"
@@ -18,7 +18,7 @@ def add_device_arguments(parser: argparse.ArgumentParser) -> None:
     """--device, --memory, --max-length, --allow-unverified: shared with `serve`."""
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                         help="target device (default: cuda when a GPU is visible, else cpu)")
-    parser.add_argument("--memory", default=None, metavar="SIZE",
+    parser.add_argument("--memory", default=None, metavar="SIZE", type=size_bytes,
                         help="memory budget, e.g. 4GiB (default: the GPU's free memory or available RAM)")
     parser.add_argument("--max-length", type=max_length_int, default=DEFAULT_MAX_LENGTH,
                         help=f"longest (query + document) sequence in tokens (default {DEFAULT_MAX_LENGTH})")
