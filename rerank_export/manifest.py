@@ -102,7 +102,12 @@ class Manifest:
 
     def write(self, folder: Path) -> None:
         """Replace manifest.json atomically: a reader (or a kill -9) sees the old one or the new one."""
-        write_atomic(Path(folder) / MANIFEST, json.dumps(self.to_dict(), indent=2, ensure_ascii=False))
+        text = json.dumps(self.to_dict(), indent=2, ensure_ascii=False)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # a path from undecodable argv bytes: escape it, reading gives it back
+            text = json.dumps(self.to_dict(), indent=2)
+        write_atomic(Path(folder) / MANIFEST, text)
 
 
 def write_atomic(path: Path, text: str) -> None:

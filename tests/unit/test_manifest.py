@@ -237,3 +237,10 @@ def test_a_previous_artifact_orphaned_mid_swap_is_restored(tmp_path):
     assert not old.exists() and (tmp_path / "baseline-bf16" / "model.onnx.data").is_file()
     assert not (tmp_path / "baseline-bf16" / PARTIAL_MARKER).exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["baseline-bf16", "onnx-int8"]
+
+
+def test_a_path_from_undecodable_bytes_round_trips(tmp_path):
+    manifest = read_manifest(_artifact(tmp_path / "art"))
+    manifest.source_model = "/models/caf\udce9"  # what Python makes of b"caf\xe9" in argv
+    manifest.write(tmp_path / "art")
+    assert read_manifest(tmp_path / "art").source_model == "/models/caf\udce9"
