@@ -128,10 +128,17 @@ TEXTS: Rule = (lambda v: isinstance(v, list) and bool(v) and all(TEXT[0](e) for 
 FRACTION: Rule = (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 1,
                   "a number in (0, 1]")
 
+
+
+def _optional(rule: Rule) -> Rule:
+    """None allowed too: TOML has no null, but parse_recipe also takes dicts built in Python."""
+    return (lambda v: v is None or rule[0](v), rule[1])
+
+
 FIELDS: dict[type, dict[str, Rule]] = {
-    SourceSpec: {"model": TEXT, "revision": TEXT, "tiny_seed": SEED},
+    SourceSpec: {"model": TEXT, "revision": _optional(TEXT), "tiny_seed": _optional(SEED)},
     ArtifactSpec: {"format": TEXT, "options": TABLE},
-    ParitySpec: {"eval": TEXTS, "max_queries": POSITIVE, "thresholds": TABLE},
+    ParitySpec: {"eval": TEXTS, "max_queries": _optional(POSITIVE), "thresholds": TABLE},
     TargetSpec: {"name": TEXT, "device": (lambda v: v in ("cuda", "cpu"), "'cuda' or 'cpu'"),
                  "memory": (lambda v: isinstance(v, str) or _is_int(v), 'a size such as "4GiB"'),
                  "max_length": LENGTH},
@@ -140,7 +147,7 @@ FIELDS: dict[type, dict[str, Rule]] = {
 # Exporter options a recipe may set per format, and what each must be (the exporters read these keys).
 _AWQ_OPTIONS: dict[str, Rule] = {
     "w_bit": (lambda v: _is_int(v) and v == 4, "4 (the AWQ GEMM layout is 4-bit)"), "group_size": POSITIVE,
-    "calib": TEXT, "calib_samples": POSITIVE, "calib_max_length": LENGTH, "clip": BOOL, "scale_search": BOOL,
+    "calib": _optional(TEXT), "calib_samples": POSITIVE, "calib_max_length": LENGTH, "clip": BOOL, "scale_search": BOOL,
     "n_grid": POSITIVE, "max_shrink": FRACTION, "clip_tokens": POSITIVE, "search_tokens": POSITIVE,
     "batch_tokens": POSITIVE, "progress": BOOL,
 }
