@@ -310,7 +310,7 @@ def atomic_dir(target: str | Path, replace: bool = True, ours: Callable[[Path], 
     try:
         yield tmp
         tmp.chmod(0o755)  # mkdtemp makes it private; an artifact is meant to be shared
-        (tmp / PARTIAL_MARKER).unlink()
+        (tmp / PARTIAL_MARKER).unlink(missing_ok=True)
         check_target(target, ours, replace, kind)
         _swap_in(tmp, target)
     finally:
