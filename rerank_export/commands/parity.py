@@ -27,15 +27,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--only", action="append", metavar="NAME", help="check only these artifact folders")
     parser.add_argument("--max-queries", type=positive_int, default=None,
                         help="use only the first N queries of each eval set (quick checks)")
+    parser.add_argument("--engine", choices=["builtin", "vllm"], default="builtin",
+                        help="score with the built-in runtime (default) or through a vLLM server per artifact "
+                             "(the artifacts vLLM loads; reports parity-vllm.*, the runtime's verdict stays)")
+    parser.add_argument("--vllm-python", default=None, metavar="PYTHON",
+                        help="with --engine vllm: the interpreter that has vLLM (default: "
+                             "$RERANK_EXPORT_VLLM_PYTHON, else this one; see scripts/vllm-venv.sh)")
 
 
 def run(args: argparse.Namespace) -> int:
     eval_sets = [load_eval_set(e).limit(args.max_queries) for e in (args.eval or [BUILTIN])]
     thresholds = load_thresholds(args.thresholds)
     names = artifact_names(Path(args.artifacts), args.only)
+    engine = _engine(args)
+    if engine is not None:
+        names = _vllm_loadable(Path(args.artifacts), names)
     source = SourceModel(args.model, args.revision)
     reports = check_artifacts(Path(args.artifacts), source, eval_sets, thresholds, names,
-                              progress=not args.quiet)
+                              progress=not args.quiet, engine=engine)
     print(render_markdown(reports), end="")
     failed = [r.name for r in reports if not r.passed]
     if failed:
@@ -53,3 +62,30 @@ def artifact_names(root: Path, only: list[str] | None) -> list[str]:
         raise UsageError(f"--only {missing[0]}: no artifact folder of that name under '{root}' "
                          f"(found: {', '.join(names)})")
     return [n for n in names if only is None or n in only]
+
+
+def _engine(args: argparse.Namespace) -> object | None:
+    """The vLLM engine, checked to be installed before any model loads; None for the built-in runtime."""
+    if args.engine == "builtin":
+        if args.vllm_python:
+            raise UsageError("--vllm-python applies to --engine vllm only")
+        return None
+    from ..vllm_engine import VllmEngine
+
+    engine = VllmEngine(args.vllm_python)
+    engine.check()
+    return engine
+
+
+def _vllm_loadable(root: Path, names: list[str]) -> list[str]:
+    """The named artifacts vLLM loads (baseline, AWQ); the others are named and skipped."""
+    from ..vllm_engine import vllm_loadable
+
+    folders = {folder.name: folder for folder, _ in load_artifacts(root)}
+    keep = [n for n in names if vllm_loadable(folders[n])]
+    skipped = [n for n in names if n not in keep]
+    if skipped:
+        print(f"rerank-export: vLLM does not load {', '.join(skipped)} (ONNX): not checked", file=sys.stderr)
+    if not keep:
+        raise UsageError(f"no artifact under '{root}' that vLLM loads (baseline or AWQ folders)")
+    return keep

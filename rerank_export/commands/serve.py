@@ -121,9 +121,10 @@ def _run_vllm(args: argparse.Namespace, api_key: str | None) -> int:
                             args.served_model_name or manifest.source_model, api_key, python, _bf16(decision),
                             args.vllm_args)
     if args.print_command:
-        print(command.render())
+        print("\n".join(filter(None, [command.note(), command.render()])))
         return 0
     check_vllm(python)
     verify_files(folder, manifest)  # vLLM would serve a corrupted artifact as it is
-    server = VllmServer(command, folder, args.host, args.port)
-    return run_foreground(server, args.vllm_timeout or DEFAULT_START_TIMEOUT)
+    server = VllmServer(command, folder, args.host, args.port,
+                        start_timeout=args.vllm_timeout or DEFAULT_START_TIMEOUT)
+    return run_foreground(server)

@@ -102,3 +102,7 @@ def test_score_template_renders_the_contract_prompt():
     assert template.render(messages=messages) == PREFIX + format_body("Q?", "D.\\n") + SUFFIX
     messages.insert(0, {"role": "system", "content": "Find code"})
     assert template.render(messages=messages) == PREFIX + format_body("Q?", "D.\\n", "Find code") + SUFFIX
+    # vLLM hands a request's `instruction` to the template as a variable; it wins over a system message
+    assert template.render(messages=messages, instruction="Find tests") == \
+        PREFIX + format_body("Q?", "D.\\n", "Find tests") + SUFFIX
+    assert template.render(messages=messages[1:], instruction="") == PREFIX + format_body("Q?", "D.\\n") + SUFFIX

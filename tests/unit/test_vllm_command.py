@@ -177,12 +177,14 @@ def test_vllm_options_only_with_the_vllm_engine(baseline_artifacts, capsys):
     assert "--engine vllm" in capsys.readouterr().err
 
 
-def test_failure_reason_is_vllms_last_error_line():
-    log = ("(APIServer pid=1) INFO starting\n(EngineCore pid=2) Traceback (most recent call last):\n"
-           "  File \"x.py\", line 1\n(EngineCore pid=2) ValueError: There is no module or parameter named "
-           "'clip' in Qwen3ForSequenceClassification\n(APIServer pid=1) RuntimeError: Engine core "
-           "initialization failed. See root cause above.\n")
-    assert failure_reason(log) == "RuntimeError: Engine core initialization failed. See root cause above."
+def test_failure_reason_is_vllms_root_cause():
+    log = ("(APIServer pid=1) WARNING 12-02 01:29:12 [x.py:1] ... like `OSError: [Errno 24] Too many open files`\n"
+           "(Worker pid=3) ERROR 12-02 01:29:52 [m.py:953] ValueError: There is no module or parameter named "
+           "'clip' in Qwen3ForSequenceClassification. " + "x" * 500 + "\n"
+           "(EngineCore pid=2) ERROR 12-02 01:29:55 [core.py:1510] Exception: WorkerProc initialization failed\n"
+           "RuntimeError: Engine core initialization failed. See root cause above.\n")
+    reason = failure_reason(log)
+    assert reason.startswith("ValueError: There is no module or parameter named 'clip'") and len(reason) < 320
     assert failure_reason("just words\n") == "just words"
     assert exit_status(-15) == 143 and exit_status(3) == 3
 
