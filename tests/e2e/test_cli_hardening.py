@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from rerank_export.cli import main
-from rerank_export.manifest import MANIFEST, PARTIAL_MARKER, read_manifest
+from rerank_export.manifest import MANIFEST, PARTIAL_MARKER, find_artifacts, read_manifest
 from rerank_export.tiny import TINY_MARKER
 
 from ..conftest import QWEN_TOKENIZER
@@ -133,6 +133,7 @@ def test_a_killed_export_leaves_nothing_the_next_export_keeps(tiny_model, tmp_pa
         proc.wait()
     (leftover,) = out.glob(".baseline-bf16.partial-*")
     assert (leftover / PARTIAL_MARKER).is_file()
+    assert not (out / "baseline-bf16").exists() and find_artifacts(out) == []  # nothing looks finished
     foreign = out / ".baseline-bf16.partial-notours"  # same name pattern, no marker: not ours to delete
     foreign.mkdir()
     assert main(["-q", "baseline", "--model", str(tiny_model), "--out", str(out), "--dtype", "bf16"]) == 0
