@@ -21,7 +21,9 @@ from .common import build_manifest
 log = logging.getLogger(__name__)
 
 WEIGHTS_FILE = "model.safetensors"
-SEARCH_FILE = "awq_search.safetensors"
+# In a subfolder: loaders read every top-level *.safetensors as weights (vLLM stops on the search's
+# "clip" tensors), so the search results stay where no glob looks; onnx-int4 reuses them from here.
+SEARCH_FILE = "awq_search/search.safetensors"
 NOT_CONVERTED = ["score"]  # the one-row yes-minus-no head stays 16-bit (and cannot pack 1 row anyway)
 DEQUANT_TEMP_FACTOR = 16  # bytes per weight element held briefly while one layer is dequantised
 
@@ -108,6 +110,7 @@ def export(source: Any, out_root: Path, spec: Any, options: dict[str, Any]) -> M
     log.info("writing %s (AWQ int4, group size %d) to %s", spec.name, result.settings.group_size, target)
     with atomic_dir(target) as tmp:
         file_bytes = save_quantized(model, tmp, 4, result.settings.group_size)
+        (tmp / SEARCH_FILE).parent.mkdir()
         result.save(tmp / SEARCH_FILE)
         save_tokenizer(source.tokenizer, tmp)
         backend = load(tmp, None, "cpu")

@@ -49,6 +49,13 @@ def measure_peak_above(fn: Callable[[], Any]) -> int:
     return max(0, peak_rss_bytes() - before)
 
 
+def share_files(folder: Path) -> None:
+    """Make every file readable by all (0644, folders 0755): some writers (transformers' save_pretrained,
+    onnx) create weights 0600, which a server running as another user, e.g. in a container, cannot read."""
+    for path in [folder, *folder.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+
+
 def build_manifest(source: Any, folder: Path, name: str, dtype: str, weight_bytes: int,
                    details: dict[str, Any] | None = None, overhead_bytes: int = 0) -> Manifest:
     """Hash the finished folder, measure its activation memory in a fresh process, write manifest.json.
@@ -74,6 +81,7 @@ def build_manifest(source: Any, folder: Path, name: str, dtype: str, weight_byte
         template=TEMPLATE_ID,
         details=details or {},
     )
+    share_files(folder)
     manifest.files = describe_files(folder)
     manifest.write(folder)
     memory = manifest.memory

@@ -30,3 +30,21 @@ def test_every_format_exports_and_passes_parity(tmp_path):
     verdicts = {name: (m.parity or {}).get("verdict") for name, m in result.manifests.items()}
     assert verdicts == {name: "pass" for name in FORMATS}, result.summary
     assert result.targets[0][1].chosen is not None
+    for name in FORMATS:
+        assert_engines_read_only_the_weights(tmp_path / "artifacts" / name, FORMATS[name].backend)
+
+
+# What loaders glob for weights in a folder (vLLM: *.safetensors, *.bin, *.pt; transformers and
+# sentence-transformers: model*.safetensors, pytorch_model*.bin; onnxruntime tools: *.onnx and data files).
+WEIGHT_GLOBS = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.gguf", "*.onnx", "*.onnx.data", "*.onnx_data")
+WEIGHTS_BY_BACKEND = {"torch": {"model.safetensors"}, "onnxruntime": {"model.onnx", "model.onnx.data"}}
+
+
+def assert_engines_read_only_the_weights(folder: Path, backend: str) -> None:
+    """A stray tensor file beside the weights breaks vLLM's loader (the AWQ search did); every file a
+    server reads must be readable by other users (a container's server runs as another user)."""
+    globbed = {p.name for pattern in WEIGHT_GLOBS for p in folder.glob(pattern)}
+    assert globbed == WEIGHTS_BY_BACKEND[backend], (folder.name, globbed)
+    for path in folder.rglob("*"):
+        if path.is_file() and not path.name.startswith("parity"):
+            assert path.stat().st_mode & 0o044 == 0o044, f"{path} is not readable by others"

@@ -14,7 +14,7 @@ from rerank_export.errors import ArtifactError, EvalSetError, UsageError
 from rerank_export.evalsets import builtin_eval_set
 from rerank_export.export import export_formats
 from rerank_export.formats import FORMATS
-from rerank_export.formats.awq import load
+from rerank_export.formats.awq import SEARCH_FILE, load
 from rerank_export.manifest import read_manifest
 from rerank_export.parity import check_artifacts
 
@@ -58,7 +58,7 @@ def test_files_follow_the_autoawq_gemm_layout(awq_root, source):
             assert state[f"{key}.qzeros"].shape == (in_f // 128, out_f // 8)
             assert state[f"{key}.scales"].shape == (in_f // 128, out_f)
             assert state[f"{key}.scales"].dtype == torch.float16
-    assert (folder / "awq_search.safetensors").is_file() and (folder / "tokenizer_config.json").is_file()
+    assert (folder / SEARCH_FILE).is_file() and (folder / "tokenizer_config.json").is_file()
 
 
 def test_manifest_records_calibration_and_search(awq_root, source):
