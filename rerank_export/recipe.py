@@ -158,7 +158,7 @@ OPTIONS: dict[str, dict[str, Rule]] = {
     "baseline-bf16": {}, "baseline-fp16": {}, "baseline-fp32": {},
     "onnx-fp32": _OPSET,
     "onnx-fp16": {**_OPSET, "fp32_ops": TEXTS, "fp32_norms": BOOL},
-    "onnx-int8": {**_OPSET, "quantize_embedding": BOOL, "per_channel": BOOL},
+    "onnx-int8": {**_OPSET, "quantize_embedding": BOOL, "per_channel": BOOL, "reduce_range": BOOL},
     "onnx-int4": {**_OPSET, **_AWQ_OPTIONS, "quantize_embedding": BOOL, "accuracy_level": NON_NEGATIVE,
                   "embedding_block_size": POSITIVE},
 }

@@ -16,23 +16,32 @@ FP32_LIMITS = Thresholds()
 HALF_LIMITS = Thresholds(max_abs_dp=0.03, mean_abs_dp=0.008, min_spearman_mean=0.95, min_spearman_worst=0.6,
                          min_kendall_mean=0.9, min_top1=0.75, min_ndcg10=0.97)
 
-# AWQ int4, measured on the tiny random model over four search settings: max|dp| 0.21-0.30, mean 0.09-0.16,
-# Spearman mean 0.55-0.78, Kendall mean 0.51-0.61, top-1 0.44-0.78, NDCG 0.99. 4-bit noise on random
-# weights reorders near-tied scores, so worst-query Spearman (down to -0.89) is not checked there.
-AWQ_LIMITS = Thresholds(max_abs_dp=0.4, mean_abs_dp=0.22, min_spearman_mean=0.4, min_spearman_worst=None,
-                        min_kendall_mean=0.35, min_top1=0.3, min_ndcg10=0.95)
+# The quantized limits below hold on every CPU we could run: tiny random models (seeds 0-2), the built-in
+# eval set, scored natively on an AMD EPYC Zen 4 (AVX512-VNNI, AVX512-BF16, no AMX) and under qemu-user as a
+# Haswell (AVX2, no VNNI) and a Nehalem (SSE4.2: onnxruntime's plain fallbacks, which is what an AMX Xeon's
+# onnx-int4 matched). Limits: 1.5x the worst max/mean |dp|; rank floors 0.1 below the worst measured, since
+# on 3-6 near-tied documents per query a 0.017 change in scores moved Spearman mean by 0.066 (seed 0,
+# onnx-int4, int8 against fp32 activations). README "Parity thresholds" has every measured value.
+
+# AWQ int4 (torch, dequantized fp32 matmuls: the same on every CPU) and onnx-int4 (MatMulNBits with int8
+# activations on AVX2/AVX512/AMX, fp32 on plain SSE). Worst measured: max |dp| 0.33 (demo search settings),
+# mean 0.16, Spearman mean 0.372 and Kendall mean 0.344 (onnx-int4, seed 0, SSE path), top-1 0.375 (seed 0),
+# NDCG 0.986. 4-bit noise on random weights reorders near-tied scores, so worst-query Spearman (down to
+# -0.89) is not checked there; the floors still fail a swapped head or a broken graph (Spearman ~ -1).
+AWQ_LIMITS = Thresholds(max_abs_dp=0.45, mean_abs_dp=0.22, min_spearman_mean=0.27, min_spearman_worst=None,
+                        min_kendall_mean=0.24, min_top1=0.25, min_ndcg10=0.95)
 
 # ONNX on the tiny model, built-in eval set (tests/unit/test_onnx.py): fp32 max |dp| ~5e-7, fp16 ~8e-4
-# (mean 2.5e-4). int8 (MatMul weights, per channel) depends on the CPU's int8 kernels: on an earlier
-# machine max |dp| 0.056, mean 0.021, Spearman mean 0.92, top-1 0.89; on one with AVX512-VNNI 0.049, 0.015,
-# 0.83 and 0.625. Smaller errors there still swap the tiny model's near-tied scores, so the rank floors are low.
+# (mean 2.5e-4), the same on every CPU. int8 uses 7-bit weights (formats/onnx.py INT8_REDUCE_RANGE) so it
+# scores identically with AVX512-VNNI, AVX2 and SSE4.2: seeds 0-2 max |dp| 0.054, 0.101, 0.052, mean 0.011,
+# 0.026, 0.016, Spearman mean 0.94, 1.0, 1.0, top-1 1.0. (Full-range weights had reached 0.178 on AVX2.)
 ONNX_FP32_LIMITS = Thresholds(max_abs_dp=1e-5, mean_abs_dp=2e-6)
 ONNX_FP16_LIMITS = Thresholds(max_abs_dp=0.01, mean_abs_dp=0.002, min_spearman_mean=0.99,
                               min_spearman_worst=0.8, min_kendall_mean=0.95, min_top1=0.9, min_ndcg10=0.995)
-ONNX_INT8_LIMITS = Thresholds(max_abs_dp=0.12, mean_abs_dp=0.045, min_spearman_mean=0.7,
-                              min_spearman_worst=0.3, min_kendall_mean=0.6, min_top1=0.5, min_ndcg10=0.98)
-# onnx-int4 applies the AWQ search, then onnxruntime's 4-bit blocks (embedding included); on the tiny model
-# it gates like awq-int4 (max |dp| 0.33, mean 0.19; tests/unit/test_onnx_int4.py), so it shares its limits.
+ONNX_INT8_LIMITS = Thresholds(max_abs_dp=0.15, mean_abs_dp=0.04, min_spearman_mean=0.83,
+                              min_spearman_worst=0.3, min_kendall_mean=0.78, min_top1=0.75, min_ndcg10=0.98)
+# onnx-int4 applies the AWQ search, then onnxruntime's 4-bit blocks (embedding included); it gates like
+# awq-int4 (tests/unit/test_onnx_int4.py), so it shares its limits.
 ONNX_INT4_LIMITS = AWQ_LIMITS
 
 # cpu_speed ranks CPU picks. Measured on the 0.6B shape, 2 threads, 100 documents through the runtime

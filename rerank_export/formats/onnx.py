@@ -206,6 +206,15 @@ def _root_log_level(level: int) -> Iterator[None]:
         root.setLevel(before)
 
 
+# int8 weights with uint8 activations: on CPUs without VNNI (AVX2 laptops, older Xeons) onnxruntime
+# multiplies u8 x s8 with VPMADDUBSW, whose int16 pair sums saturate, while VNNI and AMX sum exactly. So
+# full-range s8 weights score differently by CPU: on one tiny seed max |dp| 0.069 with AVX512-VNNI, 0.178
+# on AVX2 (qemu Haswell). 7-bit weights (reduce_range) keep every pair sum inside int16, so every CPU
+# computes the same integers: scores are identical on AVX512-VNNI, AVX2 and SSE4, at the same speed on
+# VNNI (u8 x s8 kernel); uint8 weights would also agree but run 2x slower there (u8 x u8 kernel).
+INT8_REDUCE_RANGE = True
+
+
 def to_int8(src: Path, dst: Path, options: dict[str, Any]) -> dict[str, Any]:
     """Dynamic int8 quantization of the MatMul weights (and the embedding Gather if asked)."""
     import onnx
@@ -213,13 +222,16 @@ def to_int8(src: Path, dst: Path, options: dict[str, Any]) -> dict[str, Any]:
     quant = _require("onnxruntime.quantization")
     ops = ["MatMul"] + (["Gather"] if options.get("quantize_embedding") else [])
     per_channel = bool(options.get("per_channel", True))
+    reduce_range = bool(options.get("reduce_range", INT8_REDUCE_RANGE))
     keep = head_nodes(onnx.load(str(src), load_external_data=False))
     with _root_log_level(logging.WARNING):  # quantize_dynamic logs every tensor at INFO on the root logger
         quant.quantize_dynamic(src, dst, op_types_to_quantize=ops, per_channel=per_channel,
-                               weight_type=quant.QuantType.QInt8, nodes_to_exclude=keep,
-                               use_external_data_format=True, extra_options={"MatMulConstBOnly": True})
+                               reduce_range=reduce_range, weight_type=quant.QuantType.QInt8,
+                               nodes_to_exclude=keep, use_external_data_format=True,
+                               extra_options={"MatMulConstBOnly": True})
     return {"int8": {"method": "onnxruntime.quantization.quantize_dynamic", "op_types": ops,
-                     "per_channel": per_channel, "weight_type": "QInt8", "excluded_nodes": keep}}
+                     "per_channel": per_channel, "weight_type": "QInt8", "reduce_range": reduce_range,
+                     "excluded_nodes": keep}}
 
 
 # MatMulNBits' accuracy_level: 4 computes with int8-quantized activations (fastest on CPU), 0 in the

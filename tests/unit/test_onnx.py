@@ -96,6 +96,22 @@ def test_int8_quantizes_matmul_weights_only_and_keeps_the_head(onnx_root):
     assert [n.op_type for n in model.graph.node if ox.HEAD in n.input] == ["MatMul"]
 
 
+def test_int8_weights_are_7_bit_so_no_cpu_saturates(onnx_root):
+    """u8 activations x s8 weights: without VNNI onnxruntime sums pairs in int16 (VPMADDUBSW), which
+    saturates past 32767. 255 * 64 * 2 = 32640 fits, so with weights in [-64, 64] every CPU computes the
+    same integers (scores measured identical on AVX512-VNNI, AVX2 and SSE4.2: tests/e2e/test_cpu_paths.py)."""
+    import onnx
+    from onnx import numpy_helper
+
+    folder = onnx_root / "onnx-int8"
+    assert read_manifest(folder).details["int8"]["reduce_range"] is True
+    model = onnx.load(str(folder / ox.MODEL_FILE))
+    weights = {n.input[1] for n in model.graph.node if n.op_type == "MatMulInteger"}
+    values = [numpy_helper.to_array(t) for t in model.graph.initializer if t.name in weights]
+    assert len(values) == 7 * 2  # q k v o gate up down, two tiny layers
+    assert all(v.dtype == np.int8 and np.abs(v.astype(np.int32)).max() <= 64 for v in values)
+
+
 def test_fp16_keeps_io_types_and_halves_the_weights(onnx_root):
     details = read_manifest(onnx_root / "onnx-fp16").details["fp16"]
     assert details["keep_io_types"] and details["fp32_norms"] and details["fp32_nodes"] > 0
