@@ -73,16 +73,23 @@ def ndcg(gains_in_ranked_order: np.ndarray, ideal_gains: np.ndarray, k: int = ND
     return 1.0 if idcg == 0 else dcg / idcg
 
 
-def _ranking(scores: np.ndarray) -> np.ndarray:
-    return np.argsort(-scores, kind="stable")
+def _ranking(scores: np.ndarray, worst_first: np.ndarray) -> np.ndarray:
+    """Indices by descending score, ties broken against the scorer: the lowest `worst_first` value first.
+
+    Eval sets often list the best document first, so breaking ties by position would credit a scorer that
+    ties everything (a constant) with the right top-1.
+    """
+    return np.lexsort((worst_first, -scores))
 
 
 def _group_metrics(ref: np.ndarray, cand: np.ndarray) -> dict[str, float]:
-    out = {"ndcg10_vs_reference": ndcg(ref[_ranking(cand)], ref),
-           "top1": float(_ranking(cand)[0] in np.flatnonzero(ref == ref.max()))}
-    if len(ref) >= 2 and np.ptp(ref) > 0 and np.ptp(cand) > 0:
-        out["spearman"] = float(stats.spearmanr(ref, cand).statistic)
-        out["kendall"] = float(stats.kendalltau(ref, cand).statistic)
+    order = _ranking(cand, ref)
+    out = {"ndcg10_vs_reference": ndcg(ref[order], ref), "top1": float(ref[order[0]] == ref.max())}
+    if len(ref) >= 2 and np.ptp(ref) > 0:
+        # A candidate that scores every document alike carries no ranking: correlation 0, not "undefined".
+        varies = np.ptp(cand) > 0
+        out["spearman"] = float(stats.spearmanr(ref, cand).statistic) if varies else 0.0
+        out["kendall"] = float(stats.kendalltau(ref, cand).statistic) if varies else 0.0
     return out
 
 
@@ -101,6 +108,7 @@ def compare(reference: Sequence[float], candidate: Sequence[float], evalset: Eva
     metrics["mean_abs_dp"] = float(np.mean(delta)) if finite.all() else math.nan
     per_group = [_group_metrics(r, c) for r, c in zip(_split(ref, evalset), _split(cand, evalset))] \
         if finite.all() else []
+    metrics["ranked_queries"] = sum("spearman" in g for g in per_group)
     for key in ("spearman", "kendall", "ndcg10_vs_reference", "top1"):
         values = [g[key] for g in per_group if key in g]
         metrics[f"{key}_mean"] = float(np.mean(values)) if values else math.nan
@@ -116,8 +124,8 @@ def _label_metrics(ref: np.ndarray, cand: np.ndarray, evalset: EvalSet) -> dict[
             if g.labels is not None]
     if not rows:
         return {}
-    ref_ndcg = [ndcg(np.asarray(lab)[_ranking(r)], np.asarray(lab)) for lab, r, _ in rows]
-    cand_ndcg = [ndcg(np.asarray(lab)[_ranking(c)], np.asarray(lab)) for lab, _, c in rows]
+    ref_ndcg = [ndcg(np.asarray(lab)[_ranking(r, np.asarray(lab))], np.asarray(lab)) for lab, r, _ in rows]
+    cand_ndcg = [ndcg(np.asarray(lab)[_ranking(c, np.asarray(lab))], np.asarray(lab)) for lab, _, c in rows]
     return {"label_ndcg10_reference": float(np.mean(ref_ndcg)), "label_ndcg10_artifact": float(np.mean(cand_ndcg)),
             "labelled_queries": len(rows)}
 
@@ -142,8 +150,9 @@ def _breaches(metrics: dict[str, Any], thresholds: Thresholds) -> list[str]:
         if limit is None:
             continue
         if math.isnan(value):
-            if metric.startswith(("spearman", "kendall")) and metrics.get("non_finite", 0) == 0:
-                continue  # no query with varying scores: nothing to correlate
+            if metric.startswith(("spearman", "kendall")) and metrics.get("non_finite", 0) == 0 \
+                    and metrics.get("ranked_queries") == 0:
+                continue  # no query whose reference scores vary: nothing to correlate
             out.append(f"{metric} is NaN")
         elif (kind == "max" and value > limit) or (kind == "min" and value < limit):
             out.append(f"{metric} {value:.6g} {'>' if kind == 'max' else '<'} {limit:g}")
@@ -231,10 +240,11 @@ def _record_engine_check(folder: Path, manifest: Any, report: ParityReport, engi
     """An engine's check: its own report files and an entry beside the runtime's verdict, not over it."""
     report.ran_on.update(engine.ran_on())
     write_reports(folder, report, f"parity-{engine.name}")
-    parity = dict(manifest.parity or {})
-    parity["engines"] = {**parity.get("engines", {}), engine.name: report.summary()}
-    manifest.parity = parity
-    manifest.write(folder)
+    if manifest.parity:  # an unchecked artifact stays unchecked: the engine's result is in its report only
+        parity = dict(manifest.parity)
+        parity["engines"] = {**parity.get("engines", {}), engine.name: report.summary()}
+        manifest.parity = parity
+        manifest.write(folder)
     return report
 
 

@@ -24,6 +24,7 @@ import pytest
 
 from rerank_export.errors import ArtifactError
 from rerank_export.evalsets import EvalGroup, EvalSet, builtin_eval_set
+from rerank_export.manifest import read_manifest
 from rerank_export.parity import check_artifacts, score_set
 from rerank_export.reference import ReferenceBackend
 from rerank_export.vllm_command import API_KEY_ENV, VLLM_PYTHON_ENV
@@ -190,6 +191,8 @@ def test_parity_through_vllm(vllm_root, source):
     assert report["verdict"] == "pass" and report["ran_on"]["engine"]["name"] == "vllm"
     assert report["metrics"]["max_abs_dp"] < FP32_ATOL
     assert "vllm" in out.stdout
+    parity = read_manifest(vllm_root / "baseline-fp32").parity  # the runtime's verdict, the vLLM check beside it
+    assert parity["ran_on"]["engine"]["name"] == "torch" and parity["engines"]["vllm"]["verdict"] == "pass"
 
 
 def test_an_artifact_vllm_cannot_load_is_one_line(vllm_root, tmp_path, copy_tree):
