@@ -1,7 +1,9 @@
 """The HTTP server over a Reranker: vLLM/Jina/Cohere-shaped /v1/rerank, raw /score, health, models, a page.
 
 Thin on purpose: parse and validate the request, call the Reranker in a worker thread, shape the reply.
-Every bad request gets a 4xx with {"error": {"message", "type", "code"}} and the server keeps serving.
+Every refusal, whatever the route or the body's depth, numbers or code points, is one JSON shape (vLLM's
+ErrorResponse): {"error": {"message", "type", "param", "code"}}, `param` naming the field or null, `code` the
+HTTP status; and the server keeps serving.
 """
 
 from __future__ import annotations
@@ -9,7 +11,9 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import re
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -26,14 +30,29 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_DOCUMENTS = 1000
 DEFAULT_MAX_BODY_BYTES = 8 * 2**20
 OPEN_PATHS = {"/", "/health", "/favicon.ico"}  # the page and probes work without the key
+MAX_JSON_DEPTH = 16  # our bodies nest 4 deep; a bound keeps every later step off Python's recursion limit
+MAX_INT_DIGITS = 20  # longer integers are refused by name instead of hitting Python's 4,300-digit limit
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
+WILDCARD_BINDS = {"0.0.0.0", "::", ""}
+
+
+class LongInteger:
+    """An integer literal too long to be any field's value: kept as text so the refusal can name its field."""
+
+    def __init__(self, digits: str) -> None:
+        self.digits = digits
+
+    def __str__(self) -> str:
+        return self.digits
 
 
 class RequestError(Exception):
     """A request the server refuses, with its HTTP status."""
 
-    def __init__(self, status: int, message: str, kind: str = "invalid_request_error") -> None:
+    def __init__(self, status: int, message: str, kind: str = "invalid_request_error",
+                 param: str | None = None) -> None:
         super().__init__(message)
-        self.status, self.message, self.kind = status, message, kind
+        self.status, self.message, self.kind, self.param = status, message, kind, param
 
 
 @dataclass(frozen=True)
@@ -51,11 +70,27 @@ class RerankRequest:
     instruction: str | None
 
 
+def show(value: Any, limit: int = 40) -> str:
+    """A value for an error message: JSON-ish, never longer than `limit` characters plus a count."""
+    text = str(value) if isinstance(value, LongInteger) else json.dumps(value, ensure_ascii=True, default=str)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def _text(value: str, key: str) -> str:
+    """`value`, refused when it holds a lone UTF-16 surrogate (JSON allows "\\ud800"; no tokenizer does)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise RequestError(400, f"'{key}' holds a lone UTF-16 surrogate {value[exc.start]!a} at character "
+                                f"{exc.start}: send valid Unicode text", param=key) from None
+    return value
+
+
 def _optional_str(body: dict[str, Any], key: str) -> str | None:
     value = body.get(key)
     if value is not None and not isinstance(value, str):
-        raise RequestError(400, f"'{key}' must be a string, got {type(value).__name__}")
-    return value
+        raise RequestError(400, f"'{key}' must be a string, got {type(value).__name__}", param=key)
+    return None if value is None else _text(value, key)
 
 
 def _document_text(doc: Any, index: int, key: str = "documents") -> str:
@@ -63,44 +98,61 @@ def _document_text(doc: Any, index: int, key: str = "documents") -> str:
         doc = doc["text"]
     if not isinstance(doc, str):
         raise RequestError(400, f"{key}[{index}] must be a string or {{\"text\": string}}, "
-                                f"got {type(doc).__name__}")
-    return doc
+                                f"got {type(doc).__name__}", param=f"{key}[{index}]")
+    return _text(doc, f"{key}[{index}]")
 
 
 def _documents(value: Any, limits: Limits, key: str = "documents") -> list[str]:
     if not isinstance(value, list):
-        raise RequestError(400, f"'{key}' must be a list of strings or {{\"text\": string}} objects")
+        raise RequestError(400, f"'{key}' must be a list of strings or {{\"text\": string}} objects", param=key)
     if not value:
-        raise RequestError(400, f"'{key}' is empty: send at least one document")
+        raise RequestError(400, f"'{key}' is empty: send at least one document", param=key)
     if len(value) > limits.max_documents:
         raise RequestError(413, f"{len(value)} documents is over this server's cap of {limits.max_documents}; "
-                                "split the request")
+                                "split the request", param=key)
     return [_document_text(d, i, key) for i, d in enumerate(value)]
 
 
 def _query(value: Any, key: str = "query") -> str:
     if not isinstance(value, str):
-        raise RequestError(400, f"'{key}' must be a string")
+        raise RequestError(400, f"'{key}' must be a string", param=key)
     if not value.strip():
-        raise RequestError(400, f"'{key}' is empty")
-    return value
+        raise RequestError(400, f"'{key}' is empty", param=key)
+    return _text(value, key)
+
+
+def _top_n(value: Any, count: int) -> int | None:
+    """top_n above the document count is clamped, as vLLM and Cohere do."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise RequestError(400, f"'top_n' must be a positive integer, got {show(value)}", param="top_n")
+    return min(value, count)
 
 
 def parse_rerank(body: Any, limits: Limits) -> RerankRequest:
-    """Validate a /v1/rerank body; top_n above the document count is clamped, as vLLM and Cohere do."""
+    """Validate a /v1/rerank body."""
     if not isinstance(body, dict):
         raise RequestError(400, "the request body must be a JSON object")
     _optional_str(body, "model")
     query = _query(body.get("query"))
     documents = _documents(body.get("documents"), limits)
-    top_n = body.get("top_n")
-    if top_n is not None and (isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1):
-        raise RequestError(400, f"'top_n' must be a positive integer, got {json.dumps(top_n)}")
+    top = _top_n(body.get("top_n"), len(documents))
     return_documents = body.get("return_documents", True)
     if not isinstance(return_documents, bool):
-        raise RequestError(400, "'return_documents' must be true or false")
-    top = None if top_n is None else min(top_n, len(documents))
+        raise RequestError(400, "'return_documents' must be true or false", param="return_documents")
     return RerankRequest(query, documents, top, return_documents, _optional_str(body, "instruction"))
+
+
+def _pairs(pairs: Any, limits: Limits) -> list[tuple[str, str]]:
+    if not isinstance(pairs, list) or not pairs:
+        raise RequestError(400, "'pairs' must be a non-empty list of [query, document]", param="pairs")
+    if len(pairs) > limits.max_documents:
+        raise RequestError(413, f"{len(pairs)} pairs is over this server's cap of {limits.max_documents}",
+                           param="pairs")
+    if not all(isinstance(p, (list, tuple)) and len(p) == 2 for p in pairs):
+        raise RequestError(400, "each pair must be [query, document]", param="pairs")
+    return [(_query(q, f"pairs[{i}][0]"), _document_text(d, i, "pairs")) for i, (q, d) in enumerate(pairs)]
 
 
 def parse_score(body: Any, limits: Limits) -> tuple[list[tuple[str, str]], str | None]:
@@ -109,22 +161,14 @@ def parse_score(body: Any, limits: Limits) -> tuple[list[tuple[str, str]], str |
         raise RequestError(400, "the request body must be a JSON object")
     instruction = _optional_str(body, "instruction")
     if "pairs" in body:
-        pairs = body["pairs"]
-        if not isinstance(pairs, list) or not pairs:
-            raise RequestError(400, "'pairs' must be a non-empty list of [query, document]")
-        if len(pairs) > limits.max_documents:
-            raise RequestError(413, f"{len(pairs)} pairs is over this server's cap of {limits.max_documents}")
-        if not all(isinstance(p, (list, tuple)) and len(p) == 2 for p in pairs):
-            raise RequestError(400, "each pair must be [query, document]")
-        return [(_query(q, f"pairs[{i}][0]"), _document_text(d, i, "pairs")) for i, (q, d) in
-                enumerate(pairs)], instruction
+        return _pairs(body["pairs"], limits), instruction
     if "text_1" not in body or "text_2" not in body:
         raise RequestError(400, "send 'pairs': [[query, document], ...] or 'text_1' and 'text_2'")
     docs = _documents(body["text_2"] if isinstance(body["text_2"], list) else [body["text_2"]], limits, "text_2")
     queries = body["text_1"] if isinstance(body["text_1"], list) else [body["text_1"]] * len(docs)
     if len(queries) != len(docs):
         raise RequestError(400, f"'text_1' has {len(queries)} items and 'text_2' {len(docs)}; give one query "
-                                "or one per document")
+                                "or one per document", param="text_1")
     return [(_query(q, f"text_1[{i}]"), d) for i, (q, d) in enumerate(zip(queries, docs))], instruction
 
 
@@ -145,23 +189,40 @@ def score_response(reranker: Any, pairs: list[tuple[str, str]], instruction: str
             "usage": {"total_tokens": tokens, "truncated_documents": truncated}}
 
 
+def default_allowed_hosts(bind_host: str) -> list[str]:
+    """Host headers a server bound to `bind_host` answers: that address and localhost; any for 0.0.0.0/::.
+
+    A wildcard bind is a deliberate choice to be reached by names this process cannot know; there
+    --allowed-hosts is how to close it.
+    """
+    return ["*"] if bind_host in WILDCARD_BINDS else sorted({bind_host.lower(), *LOCAL_HOSTS})
+
+
 def create_app(reranker: Any, model_name: str | None = None, api_key: str | None = None,
-               limits: Limits = Limits()) -> Any:
+               limits: Limits = Limits(), allowed_hosts: Collection[str] = ("*",)) -> Any:
     """A FastAPI app serving `reranker` (anything with rerank/score_with_usage/manifest)."""
     if FastAPI is None:
         raise MissingExtra("fastapi", "serve")
     model = model_name or reranker.manifest.source_model
-    app = FastAPI(title="rerank-export", docs_url=None, redoc_url=None)
-    _install_middleware(app, api_key, limits)
+    app = FastAPI(title="rerank-export", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(Guard, api_key=api_key, limits=limits, allowed_hosts=allowed_hosts)
+    _install_error_handlers(app)
     _install_routes(app, reranker, model, limits)
     return app
 
 
-def _error(status: int, message: str, kind: str = "invalid_request_error") -> Any:
+def error_body(status: int, message: str, kind: str = "invalid_request_error",
+               param: str | None = None) -> dict[str, Any]:
+    """The one error shape every refusal uses (vLLM's ErrorResponse; `code` is the HTTP status)."""
+    return {"error": {"message": message, "type": kind, "param": param, "code": status}}
+
+
+def _error(status: int, message: str, kind: str = "invalid_request_error", param: str | None = None,
+           headers: dict[str, str] | None = None) -> Any:
     from fastapi.responses import JSONResponse
 
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status, headers=headers)
+    headers = {**(headers or {}), **({"WWW-Authenticate": "Bearer"} if status == 401 else {})}
+    return JSONResponse(error_body(status, message, kind, param), status, headers=headers or None)
 
 
 def _authorized(header: str | None, api_key: str) -> bool:
@@ -169,17 +230,82 @@ def _authorized(header: str | None, api_key: str) -> bool:
     return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), api_key.encode())
 
 
-def _install_middleware(app: Any, api_key: str | None, limits: Limits) -> None:
-    @app.middleware("http")
-    async def guard(request: Any, call_next: Any) -> Any:
-        if api_key and request.url.path not in OPEN_PATHS and \
-                not _authorized(request.headers.get("authorization"), api_key):
-            return _error(401, "missing or wrong API key: send 'Authorization: Bearer <key>'",
-                          "authentication_error")
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > limits.max_body_bytes:
-            return _error(413, f"body of {length} bytes is over the cap of {limits.max_body_bytes} bytes")
-        return await call_next(request)
+def _host_name(header: str) -> str:
+    """'Example.com:8000' -> 'example.com'; '[::1]:8000' -> '::1'."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1:].partition("]")[0]
+    return header.rpartition(":")[0] if header.count(":") == 1 else header
+
+
+class Guard:
+    """Refusals decided from the request line and headers alone, before any body is read (pure ASGI)."""
+
+    def __init__(self, app: Any, api_key: str | None, limits: Limits, allowed_hosts: Collection[str]) -> None:
+        self.app, self.api_key, self.limits = app, api_key, limits
+        self.allowed_hosts = None if "*" in allowed_hosts else {h.lower() for h in allowed_hosts}
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        refusal = self.refusal(scope) if scope["type"] == "http" else None
+        if refusal is not None:
+            return await refusal(scope, receive, send)
+        await self.app(scope, receive, send)
+
+    def refusal(self, scope: dict) -> Any:
+        from starlette.datastructures import Headers
+
+        headers, path = Headers(scope=scope), scope["path"]
+        if self.allowed_hosts is not None and _host_name(headers.get("host", "")) not in self.allowed_hosts:
+            # DNS rebinding: a web page's own name pointing at us; browsers send that name as Host
+            return _error(400, f"Host {show(headers.get('host', ''))} is not one this server answers to; "
+                               "start it with --allowed-hosts NAME to add it", param="Host")
+        if self.api_key and path not in OPEN_PATHS and not _authorized(headers.get("authorization"), self.api_key):
+            return _error(401, "missing or wrong API key: send 'Authorization: Bearer <key>'", "authentication_error")
+        if scope["method"] == "POST":
+            return self._body_refusal(headers)
+        return None
+
+    def _body_refusal(self, headers: Any) -> Any:
+        media = headers.get("content-type", "").partition(";")[0].strip().lower()
+        if media != "application/json":  # a cross-origin form post cannot send this type without a preflight
+            return _error(415, f"Content-Type {show(media)} is not accepted: send 'Content-Type: "
+                               "application/json'", param="Content-Type")
+        length = headers.get("content-length", "")
+        if re.fullmatch(r"[0-9]{1,30}", length) and int(length) > self.limits.max_body_bytes:
+            return _error(413, f"body of {length} bytes is over the cap of {self.limits.max_body_bytes} bytes")
+        return None
+
+
+def _parse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _parse_int(text: str) -> int | LongInteger:
+    return LongInteger(text) if len(text.lstrip("-")) > MAX_INT_DIGITS else int(text)
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth, walked without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, level = stack.pop()
+        deepest = max(deepest, level)
+        if isinstance(node, (list, dict)) and level <= MAX_JSON_DEPTH:
+            stack.extend((child, level + 1) for child in (node.values() if isinstance(node, dict) else node))
+    return deepest
+
+
+def parse_json(raw: bytes) -> Any:
+    """The body as JSON: no NaN/Infinity, integers of at most MAX_INT_DIGITS digits, nesting bounded."""
+    try:
+        body = json.loads(raw, parse_constant=_parse_constant, parse_int=_parse_int)
+    except RecursionError:
+        raise RequestError(400, f"body nests deeper than {MAX_JSON_DEPTH} levels") from None
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        raise RequestError(400, f"body is not valid JSON: {getattr(exc, 'msg', exc)}") from None
+    if _depth(body) > MAX_JSON_DEPTH:
+        raise RequestError(400, f"body nests deeper than {MAX_JSON_DEPTH} levels")
+    return body
 
 
 async def read_json(request: Any, limits: Limits) -> Any:
@@ -190,10 +316,7 @@ async def read_json(request: Any, limits: Limits) -> Any:
         if size > limits.max_body_bytes:
             raise RequestError(413, f"body is over the cap of {limits.max_body_bytes} bytes")
         chunks.append(chunk)
-    try:
-        return json.loads(b"".join(chunks))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RequestError(400, f"body is not valid JSON: {getattr(exc, 'msg', exc)}") from None
+    return parse_json(b"".join(chunks))
 
 
 async def _call(fn: Any, *args: Any) -> Any:
@@ -208,12 +331,31 @@ async def _call(fn: Any, *args: Any) -> Any:
         raise RequestError(500, str(exc), "server_error") from None
 
 
-def _install_routes(app: Any, reranker: Any, model: str, limits: Limits) -> None:
-    from fastapi.responses import HTMLResponse
+ROUTES_HINT = "POST /v1/rerank, /rerank, /score, /v1/score; GET /health, /v1/models, /"
+
+
+def _install_error_handlers(app: Any) -> None:
+    from starlette.exceptions import HTTPException
 
     @app.exception_handler(RequestError)
     async def refused(request: Any, exc: RequestError) -> Any:
-        return _error(exc.status, exc.message, exc.kind)
+        return _error(exc.status, exc.message, exc.kind, exc.param)
+
+    @app.exception_handler(HTTPException)
+    async def routing(request: Any, exc: HTTPException) -> Any:
+        where = f"{request.method} {show(request.url.path, 80)}"
+        message = {404: f"no route {where}; this server answers {ROUTES_HINT}",
+                   405: f"{where} is not allowed; use {(exc.headers or {}).get('Allow', 'another method')}"}
+        return _error(exc.status_code, message.get(exc.status_code, str(exc.detail)), headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def crashed(request: Any, exc: Exception) -> Any:  # a bug of ours: logged with its traceback
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return _error(500, f"internal error ({type(exc).__name__}); the server log has the details", "server_error")
+
+
+def _install_routes(app: Any, reranker: Any, model: str, limits: Limits) -> None:
+    from fastapi.responses import HTMLResponse
 
     async def rerank(request: Request) -> Any:
         req = parse_rerank(await read_json(request, limits), limits)
@@ -229,7 +371,7 @@ def _install_routes(app: Any, reranker: Any, model: str, limits: Limits) -> None
     app.add_api_route("/score", score, methods=["POST"])
     app.add_api_route("/v1/score", score, methods=["POST"])
 
-    @app.get("/health")
+    @app.api_route("/health", methods=["GET", "HEAD"])
     async def health() -> dict[str, Any]:
         return {"status": "ok", "model": model, "format": reranker.manifest.format,
                 "max_length": reranker.max_length}
@@ -241,6 +383,6 @@ def _install_routes(app: Any, reranker: Any, model: str, limits: Limits) -> None
 
     page = resources.files("rerank_export").joinpath("static/index.html").read_text(encoding="utf-8")
 
-    @app.get("/", response_class=HTMLResponse)
+    @app.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse)
     async def index() -> str:
         return page

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -64,6 +65,15 @@ def url(reranker):
     from rerank_export.serve import Limits, create_app
 
     with ServerThread(create_app(reranker, "tiny-reranker", limits=Limits(MAX_DOCUMENTS, MAX_BODY))) as base:
+        yield base
+
+
+@pytest.fixture(scope="module")
+def roomy_url(reranker):
+    """A body cap large enough for the hostile bodies to reach the JSON parser."""
+    from rerank_export.serve import Limits, create_app
+
+    with ServerThread(create_app(reranker, "tiny-reranker", limits=Limits(MAX_DOCUMENTS, 2**20))) as base:
         yield base
 
 
@@ -160,13 +170,63 @@ BAD_REQUESTS = [
 
 @pytest.mark.parametrize("what,body,status,message", BAD_REQUESTS, ids=[b[0] for b in BAD_REQUESTS])
 def test_bad_requests_get_a_4xx_with_a_message_and_the_server_keeps_serving(url, what, body, status, message):
-    kw = {"content": body, "headers": {"Content-Type": "application/json"}} if isinstance(body, bytes) \
-        else {"json": body}
-    r = httpx.post(f"{url}/v1/rerank", timeout=30, **kw)
-    assert r.status_code == status, r.text
-    assert message in r.json()["error"]["message"]
+    r = post(url, "/v1/rerank", body)
+    assert_error(r, status, message)
     ok = httpx.post(f"{url}/v1/rerank", json={"query": "q", "documents": ["a"]}, timeout=30)
     assert ok.status_code == 200
+
+
+def post(url: str, path: str, body, headers: dict | None = None) -> httpx.Response:
+    """POST a body as given: bytes verbatim, anything else as ASCII JSON (lone surrogates become \\ud800)."""
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return httpx.post(f"{url}{path}", content=content, timeout=30,
+                      headers={"Content-Type": "application/json", **(headers or {})})
+
+
+def assert_error(r: httpx.Response, status: int, message: str = "", param: str | None = None) -> None:
+    """The one documented error shape, with the expected status, message part and field."""
+    assert r.status_code == status, r.text
+    error = r.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["code"] == status
+    assert message in error["message"], error
+    if param is not None:
+        assert error["param"] == param, error
+
+
+def nested(depth: int) -> bytes:
+    return b'{"query": "q", "documents": ["a"], "x": ' + b"[" * depth + b"]" * depth + b"}"
+
+
+LONE = "\ud800"
+HOSTILE = [  # issue 12: each of these was a plain-text 500 with a traceback in the log
+    ("nested 5000 deep", "/v1/rerank", nested(5000), "nests deeper", None),
+    ("nested 100 deep", "/v1/rerank", nested(100), "nests deeper", None),
+    ("5000-digit top_n", "/v1/rerank", b'{"query": "q", "documents": ["a"], "top_n": ' + b"7" * 5000 + b"}",
+     "'top_n' must be a positive integer, got 7777", "top_n"),
+    ("5000-digit negative top_n", "/v1/rerank",
+     b'{"query": "q", "documents": ["a"], "top_n": -' + b"7" * 5000 + b"}", "'top_n'", "top_n"),
+    ("top_n 1e999", "/v1/rerank", b'{"query": "q", "documents": ["a"], "top_n": 1e999}', "'top_n'", "top_n"),
+    ("NaN", "/v1/rerank", b'{"query": "q", "documents": ["a"], "top_n": NaN}', "NaN", None),
+    ("surrogate in query", "/v1/rerank", {"query": f"q{LONE}", "documents": ["a"]}, "surrogate", "query"),
+    ("surrogate in document", "/v1/rerank", {"query": "q", "documents": ["a", LONE]}, "surrogate",
+     "documents[1]"),
+    ("surrogate in {text}", "/v1/rerank", {"query": "q", "documents": [{"text": LONE}]}, "surrogate",
+     "documents[0]"),
+    ("surrogate in instruction", "/v1/rerank", {"query": "q", "documents": ["a"], "instruction": LONE},
+     "surrogate", "instruction"),
+    ("surrogate in model", "/v1/rerank", {"model": LONE, "query": "q", "documents": ["a"]}, "surrogate", "model"),
+    ("surrogate in a pair's query", "/score", {"pairs": [["q", "a"], [LONE, "b"]]}, "surrogate", "pairs[1][0]"),
+    ("surrogate in a pair's document", "/score", {"pairs": [["q", "\udfff"]]}, "surrogate", "pairs[0]"),
+    ("surrogate in text_1", "/score", {"text_1": LONE, "text_2": ["a"]}, "surrogate", "text_1[0]"),
+    ("surrogate in text_2", "/score", {"text_1": "q", "text_2": [LONE]}, "surrogate", "text_2[0]"),
+    ("bytes not UTF-8", "/v1/rerank", b'{"query": "\xff", "documents": ["a"]}', "not valid JSON", None),
+]
+
+
+@pytest.mark.parametrize("what,path,body,message,param", HOSTILE, ids=[h[0] for h in HOSTILE])
+def test_hostile_bodies_get_a_400_naming_the_field(roomy_url, what, path, body, message, param):
+    assert_error(post(roomy_url, path, body), 400, message, param)
+    assert httpx.get(f"{roomy_url}/health", timeout=30).status_code == 200
 
 
 def test_body_over_cap_without_content_length(url):
