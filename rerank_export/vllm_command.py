@@ -46,6 +46,10 @@ CHAT_TEMPLATE_FILE = "chat_template.jinja"
 TYPICAL_PAIR_TOKENS = 256
 MAX_NUM_SEQS = 256
 MIN_GPU_UTILIZATION, MAX_GPU_UTILIZATION = 0.05, 0.95
+# A CPU's throughput stops growing past a few thousand tokens per step, while vLLM's start-up warms up one
+# step of --max-num-batched-tokens (32k tokens of the 0.6B: many minutes on 2 cores) and every step's
+# latency grows with it; so on CPU the step is at most this, or one full-length sequence.
+CPU_STEP_TOKENS = 4096
 GiB = 2**30
 # vLLM's --dtype for an unquantized artifact: its own precision (vLLM's `auto` runs fp32 weights in 16 bits).
 VLLM_DTYPES = {"fp32": "float32", "float32": "float32", "bf16": "bfloat16", "bfloat16": "bfloat16",
@@ -117,7 +121,8 @@ def cpu_settings(decision: Decision, config: dict[str, Any]) -> VllmSettings:
     if chosen is not None and kv:
         room = decision.device.usable_bytes - chosen.weight_bytes
         activation = max(1, (chosen.peak_bytes - chosen.weight_bytes) // max(1, decision.max_length))
-        tokens = max(decision.max_length, min(tokens, room // (activation + kv)))
+        tokens = min(tokens, room // (activation + kv))
+    tokens = max(decision.max_length, min(tokens, CPU_STEP_TOKENS))
     seqs = max(1, min(MAX_NUM_SEQS, tokens // TYPICAL_PAIR_TOKENS))
     kv_gib = max(1, math.ceil(tokens * kv / GiB))
     return VllmSettings("cpu", decision.max_length, seqs, tokens, cpu_kv_cache_gib=kv_gib)

@@ -108,10 +108,14 @@ class VllmServer:
             return "no log"
 
     def forward(self, signum: int, frame: FrameType | None = None) -> None:
-        """Signal handler: pass SIGINT/SIGTERM on to vLLM, which shuts down its engine and exits."""
-        self.signalled = True
+        """Signal handler: pass SIGINT/SIGTERM on to vLLM, which shuts down its engine and exits. vLLM does
+        not stop while its engine warms up, so a second signal kills its process group."""
         if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signum)
+            if self.signalled:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            else:
+                self.process.send_signal(signum)
+        self.signalled = True
 
     def wait(self) -> int:
         """Block until vLLM exits (signals forwarded meanwhile); its exit status."""

@@ -17,6 +17,7 @@ from rerank_export.manifest import Manifest, MemoryModel
 from rerank_export.select import USABLE_FRACTION, DeviceFacts, FormatTraits, choose_artifact
 from rerank_export.vllm_command import (
     API_KEY_ENV,
+    CPU_STEP_TOKENS,
     KV_CACHE_ENV,
     MAX_NUM_SEQS,
     ORIGINAL_RERANKER_OVERRIDES,
@@ -71,6 +72,10 @@ def test_cpu_settings_size_the_kv_cache_beside_the_activations():
     # weights + the step's activations + its KV cache stay within what the selector counted as usable
     assert GiB + s.max_num_batched_tokens * 50_000 + s.cpu_kv_cache_gib * GiB <= d.device.usable_bytes + GiB
     assert s.cpu_kv_cache_gib * GiB >= s.max_num_batched_tokens * kv
+    # a CPU step holds one full-length sequence or CPU_STEP_TOKENS, not the whole memory budget
+    assert s.max_num_batched_tokens == 8192
+    short = settings_from(decision(free=16 * GiB, total=24 * GiB, max_length=512, kind="cpu"), QWEN3_06B)
+    assert short.max_num_batched_tokens == CPU_STEP_TOKENS and short.max_model_len == 512
 
 
 def test_baseline_loads_without_overrides_in_its_own_dtype():
