@@ -105,6 +105,7 @@ def _bf16(decision: Decision) -> bool:
 def _run_vllm(args: argparse.Namespace, api_key: str | None) -> int:
     from ..manifest import verify_files
     from ..vllm_command import build_command, check_vllm, read_config, settings_from, vllm_python
+    from ..vllm_engine import free_port
     from ..vllm_server import DEFAULT_START_TIMEOUT, VllmServer, run_foreground
 
     if any(a == "--api-key" or a.startswith("--api-key=") for a in args.vllm_args):
@@ -117,7 +118,8 @@ def _run_vllm(args: argparse.Namespace, api_key: str | None) -> int:
     manifest = manifests[decision.chosen.folder]
     config = read_config(folder)
     python = vllm_python(args.vllm_python)
-    command = build_command(folder, settings_from(decision, config), config, manifest, args.host, args.port,
+    port = args.port or free_port()  # --port 0: a free one, chosen here so that the health check knows it
+    command = build_command(folder, settings_from(decision, config), config, manifest, args.host, port,
                             args.served_model_name or manifest.source_model, api_key, python, _bf16(decision),
                             args.vllm_args)
     if args.print_command:
@@ -125,6 +127,6 @@ def _run_vllm(args: argparse.Namespace, api_key: str | None) -> int:
         return 0
     check_vllm(python)
     verify_files(folder, manifest)  # vLLM would serve a corrupted artifact as it is
-    server = VllmServer(command, folder, args.host, args.port,
+    server = VllmServer(command, folder, args.host, port,
                         start_timeout=args.vllm_timeout or DEFAULT_START_TIMEOUT)
     return run_foreground(server)
