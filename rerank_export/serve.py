@@ -12,6 +12,7 @@ import hmac
 import json
 import logging
 import re
+import socket
 import uuid
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -44,6 +45,10 @@ class LongInteger:
 
     def __str__(self) -> str:
         return self.digits
+
+
+class PortUnavailable(RerankExportError):
+    """The address to serve on cannot be bound (in use, not ours, not an address of this machine)."""
 
 
 class RequestError(Exception):
@@ -198,6 +203,16 @@ def default_allowed_hosts(bind_host: str) -> list[str]:
     return ["*"] if bind_host in WILDCARD_BINDS else sorted({bind_host.lower(), *LOCAL_HOSTS})
 
 
+def host_list(text: str) -> list[str]:
+    """An argparse type for --allowed-hosts: comma-separated names or addresses, '*' for any."""
+    import argparse
+
+    hosts = [h.strip().lower().strip("[]") for h in text.split(",") if h.strip()]
+    if not hosts or any(not re.fullmatch(r"[a-z0-9.:_*-]{1,253}", h) for h in hosts):
+        raise argparse.ArgumentTypeError(f"expected host names or addresses separated by commas, got {text[:80]!r}")
+    return hosts
+
+
 def create_app(reranker: Any, model_name: str | None = None, api_key: str | None = None,
                limits: Limits = Limits(), allowed_hosts: Collection[str] = ("*",)) -> Any:
     """A FastAPI app serving `reranker` (anything with rerank/score_with_usage/manifest)."""
@@ -343,7 +358,8 @@ def _install_error_handlers(app: Any) -> None:
 
     @app.exception_handler(HTTPException)
     async def routing(request: Any, exc: HTTPException) -> Any:
-        where = f"{request.method} {show(request.url.path, 80)}"
+        path = request.url.path
+        where = f"{request.method} {path if len(path) <= 80 else path[:80] + '...'}"
         message = {404: f"no route {where}; this server answers {ROUTES_HINT}",
                    405: f"{where} is not allowed; use {(exc.headers or {}).get('Allow', 'another method')}"}
         return _error(exc.status_code, message.get(exc.status_code, str(exc.detail)), headers=exc.headers)
@@ -386,3 +402,26 @@ def _install_routes(app: Any, reranker: Any, model: str, limits: Limits) -> None
     @app.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse)
     async def index() -> str:
         return page
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before the model loads: a port in use is one line, before any 'serving'."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: rebinding after a restart
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        hint = "stop what runs there or pick another --port" if exc.errno == 98 else "check --host and --port"
+        raise PortUnavailable(f"cannot serve on {host}:{port}: {exc.strerror or exc}; {hint}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def run_server(app: Any, sock: socket.socket, log_level: str = "info") -> None:
+    """uvicorn on an already-bound socket (see bind)."""
+    import uvicorn
+
+    host, port = sock.getsockname()[:2]
+    uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level)).run(sockets=[sock])

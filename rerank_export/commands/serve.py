@@ -16,20 +16,23 @@ API_KEY_ENV = "RERANK_EXPORT_API_KEY"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..serve import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_DOCUMENTS
+    from ..serve import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_DOCUMENTS, host_list
     from ..vllm_command import VLLM_PYTHON_ENV
-    from ._common import positive_int
+    from ._common import port_int, positive_int, size_bytes
 
     parser.add_argument("artifacts", help="artifacts root (or one artifact folder)")
     add_device_arguments(parser)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--port", type=port_int, default=8000, help="port to bind (default 8000; 0: any free one)")
+    parser.add_argument("--allowed-hosts", type=host_list, default=None, metavar="HOST[,HOST...]",
+                        help="Host headers to answer, '*' for any (default: --host and localhost; any when "
+                             "--host is 0.0.0.0 or ::); others get a 400, which stops DNS rebinding")
     parser.add_argument("--api-key", default=None,
                         help=f"require 'Authorization: Bearer KEY' (default: ${API_KEY_ENV} if set)")
     parser.add_argument("--served-model-name", default=None, help="model name in responses (default: source model)")
     parser.add_argument("--max-documents", type=positive_int, default=DEFAULT_MAX_DOCUMENTS,
                         help=f"most documents (or pairs) per request (default {DEFAULT_MAX_DOCUMENTS})")
-    parser.add_argument("--max-body", default=str(DEFAULT_MAX_BODY_BYTES), metavar="SIZE",
+    parser.add_argument("--max-body", type=size_bytes, default=DEFAULT_MAX_BODY_BYTES, metavar="SIZE",
                         help="largest request body, e.g. 8MiB (default 8MiB)")
     parser.add_argument("--no-prefix-reuse", action="store_true",
                         help="run every pair in full instead of reusing the query's KV cache (torch backends)")
@@ -57,20 +60,21 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_builtin(args: argparse.Namespace, api_key: str | None) -> int:
     from ..runtime import load
-    from ..select import parse_memory
-    from ..serve import Limits, create_app
+    from ..serve import Limits, bind, create_app, default_allowed_hosts, run_server
 
-    limits = Limits(args.max_documents, parse_memory(args.max_body))
+    limits = Limits(args.max_documents, args.max_body)
     try:
-        import uvicorn
+        import uvicorn  # noqa: F401
     except ImportError:
         raise MissingExtra("uvicorn", "serve") from None
+    sock = bind(args.host, args.port)  # a port in use is said here, before the model loads
     reranker = load(args.artifacts, args.device, args.memory, args.max_length, args.allow_unverified,
                     prefix_reuse=not args.no_prefix_reuse)
-    app = create_app(reranker, args.served_model_name, api_key, limits)
-    print(f"serving {reranker.folder} ({reranker.format}) on http://{args.host}:{args.port}/ "
+    app = create_app(reranker, args.served_model_name, api_key, limits,
+                     args.allowed_hosts or default_allowed_hosts(args.host))
+    print(f"serving {reranker.folder} ({reranker.format}) on http://{args.host}:{sock.getsockname()[1]}/ "
           f"(POST /v1/rerank; try-it page at /)", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning" if args.quiet else "info")
+    run_server(app, sock, log_level="warning" if args.quiet else "info")
     return 0
 
 
@@ -108,6 +112,8 @@ def _run_vllm(args: argparse.Namespace, api_key: str | None) -> int:
     from ..vllm_engine import free_port
     from ..vllm_server import DEFAULT_START_TIMEOUT, VllmServer, run_foreground
 
+    if args.allowed_hosts is not None:
+        raise UsageError("--allowed-hosts applies to the builtin engine only (vLLM has no Host check)")
     if any(a == "--api-key" or a.startswith("--api-key=") for a in args.vllm_args):
         raise UsageError(f"pass the key with --api-key or ${API_KEY_ENV}: it reaches vLLM through its "
                          "environment, never its argv")

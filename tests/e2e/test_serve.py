@@ -256,3 +256,54 @@ def test_api_key(keyed_url):
     right = httpx.post(f"{keyed_url}/v1/rerank", json=body, headers={"Authorization": f"Bearer {API_KEY}"})
     assert right.status_code == 200
     assert httpx.get(f"{keyed_url}/health").status_code == 200  # probes need no key
+
+
+def test_unknown_routes_and_methods_get_our_error_shape(url):
+    assert_error(httpx.post(f"{url}/v2/nothing", json={}), 404, "no route POST /v2/nothing")
+    assert_error(httpx.get(f"{url}/nothing"), 404, "POST /v1/rerank")
+    wrong = httpx.get(f"{url}/v1/rerank")
+    assert_error(wrong, 405, "GET /v1/rerank is not allowed; use POST")
+    assert wrong.headers["allow"] == "POST"
+    health = httpx.delete(f"{url}/health")
+    assert_error(health, 405, "DELETE /health is not allowed; use ")
+    assert set(health.headers["allow"].split(", ")) == {"GET", "HEAD"}
+
+
+def test_head_on_the_page_and_health(url):
+    for path in ["/", "/health"]:
+        r = httpx.head(f"{url}{path}")
+        assert r.status_code == 200 and r.content == b""
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded",
+                                          "multipart/form-data; boundary=x", "application/jsonx"])
+def test_json_endpoints_require_application_json(url, content_type):
+    body = json.dumps({"query": "q", "documents": ["a"]}).encode()
+    headers = {} if content_type is None else {"Content-Type": content_type}
+    for path in ["/v1/rerank", "/score"]:
+        assert_error(httpx.post(f"{url}{path}", content=body, headers=headers), 415, "application/json",
+                     "Content-Type")
+    ok = httpx.post(f"{url}/v1/rerank", content=body, headers={"Content-Type": "Application/JSON; charset=utf-8"})
+    assert ok.status_code == 200
+
+
+def test_default_allowed_hosts():
+    from rerank_export.serve import default_allowed_hosts
+
+    assert default_allowed_hosts("127.0.0.1") == ["127.0.0.1", "::1", "localhost"]
+    assert default_allowed_hosts("10.1.2.3") == ["10.1.2.3", "127.0.0.1", "::1", "localhost"]
+    assert default_allowed_hosts("0.0.0.0") == ["*"]
+
+
+def test_other_host_headers_are_refused(reranker):
+    from rerank_export.serve import create_app, default_allowed_hosts
+
+    app = create_app(reranker, "tiny-reranker", allowed_hosts=[*default_allowed_hosts("127.0.0.1"), "rerank.lan"])
+    with ServerThread(app) as base:
+        port = base.rsplit(":", 1)[1]
+        for host in [f"127.0.0.1:{port}", f"localhost:{port}", "LOCALHOST", f"[::1]:{port}", "rerank.lan"]:
+            assert httpx.get(f"{base}/health", headers={"Host": host}).status_code == 200, host
+        for host in [f"evil.example:{port}", "127.0.0.1.evil.example", "rerank.lan.evil", ""]:
+            r = httpx.post(f"{base}/v1/rerank", json={"query": "q", "documents": ["a"]}, headers={"Host": host})
+            assert_error(r, 400, "--allowed-hosts", "Host")
+        assert httpx.get(f"{base}/health").status_code == 200
