@@ -22,10 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .contract import TEMPLATE_ID
 from .errors import ArtifactError, UsageError
 
 MANIFEST = "manifest.json"
 SCHEMA_VERSION = 1
+HEAD_ROW_ORDER = "yes-minus-no"
 TOOLKIT_VERSION = "0.1.0"
 # Inside every temp folder we make: with the name pattern, how the next run knows the folder is ours.
 PARTIAL_MARKER = ".rerank-export-partial"
@@ -76,9 +78,9 @@ class Manifest:
     max_length: int
     memory: MemoryModel
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
-    template: str = ""
+    template: str = TEMPLATE_ID
     # The single-logit head is W[yes] - W[no]: sigmoid(logit) = p(yes). Recorded because tools differ.
-    head_row_order: str = "yes-minus-no"
+    head_row_order: str = HEAD_ROW_ORDER
     toolkit_version: str = TOOLKIT_VERSION
     schema_version: int = SCHEMA_VERSION
     created: float = field(default_factory=time.time)
@@ -163,6 +165,9 @@ _OPTIONAL: dict[str, tuple[type | tuple[type, ...], str]] = {
     "parity": ((dict, type(None)), "an object or null"), "created": ((int, float), "a number"),
 }
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+# What this version knows how to score. An artifact from a newer toolkit, another prompt template or another
+# head layout would load and score silently wrong, so it is refused with what was found.
+_KNOWN_VALUES: dict[str, tuple[Any, ...]] = {"template": (TEMPLATE_ID,), "head_row_order": (HEAD_ROW_ORDER,)}
 
 
 def manifest_problem(data: Any) -> str | None:
@@ -177,7 +182,18 @@ def manifest_problem(data: Any) -> str | None:
         value = data[key]
         if isinstance(value, bool) or not isinstance(value, kind):
             return f"'{key}' must be {what}, not {_short(repr(value), 40)}"
-    return _files_problem(data.get("files", {}))
+    return _contract_problem(data) or _files_problem(data.get("files", {}))
+
+
+def _contract_problem(data: dict[str, Any]) -> str | None:
+    version = data.get("schema_version", SCHEMA_VERSION)
+    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= SCHEMA_VERSION:
+        return (f"schema_version {_short(repr(version), 20)} is not one this rerank-export reads "
+                f"(1 to {SCHEMA_VERSION}); upgrade rerank-export or re-export")
+    for key, known in _KNOWN_VALUES.items():
+        if key in data and data[key] not in known:
+            return f"{key} {_short(repr(data[key]), 40)} is not one this version knows ({', '.join(known)})"
+    return None
 
 
 def _files_problem(files: dict[str, Any]) -> str | None:
@@ -236,8 +252,8 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 
 
 def describe_files(folder: Path) -> dict[str, dict[str, Any]]:
-    """bytes and sha256 of every file in the artifact except the manifest and parity outputs."""
-    skip = {MANIFEST, "parity.json", "parity.md", "parity.png", PARTIAL_MARKER}
+    """bytes and sha256 of every file in the artifact except the manifest, parity outputs and card."""
+    skip = {MANIFEST, "parity.json", "parity.md", "parity.png", "README.md", PARTIAL_MARKER}
     return {
         str(p.relative_to(folder)): {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
         for p in sorted(folder.rglob("*"))

@@ -150,6 +150,12 @@ def test_unreadable_manifests_are_one_line_errors_naming_the_file(tmp_path, cont
     ({"parity": "pass"}, "'parity' must be an object or null"),
     ({"memory": {"weight_bytes": "big", "overhead_bytes": 0, "activation_bytes_per_token": 1}}, "weight_bytes"),
     ({"memory": {"weight_bytes": 1}}, "activation_bytes_per_token"),
+    # What this version cannot score correctly: a newer schema, another prompt template or head layout.
+    ({"schema_version": 2}, "schema_version 2 is not one this rerank-export reads (1 to 1)"),
+    ({"schema_version": "1"}, "schema_version '1' is not one this rerank-export reads"),
+    ({"template": "qwen3-reranker-v2"}, "template 'qwen3-reranker-v2' is not one this version knows"),
+    ({"template": ""}, "template '' is not one this version knows"),
+    ({"head_row_order": "no-minus-yes"}, "head_row_order 'no-minus-yes' is not one this version knows"),
 ])
 def test_malformed_fields_are_named(tmp_path, changes, problem):
     _artifact(tmp_path / "art", **changes)

@@ -50,3 +50,27 @@ def test_small_drift_within_limits_passes_and_is_measured():
     cand = [x + 0.004 for x in REF]
     report = compare(REF, cand, EVALSET, Thresholds(max_abs_dp=0.01, mean_abs_dp=0.01))
     assert report.passed and report.metrics["max_abs_dp"] == pytest.approx(0.004)
+
+
+def test_a_constant_candidate_fails_the_ranking_metrics():
+    """No correlation to compute is not a pass: a scorer that ranks nothing gets 0 on every varying query."""
+    report = compare(REF, [0.5] * len(REF), EVALSET, Thresholds(max_abs_dp=1.0, mean_abs_dp=1.0))
+    assert report.metrics["spearman_mean"] == report.metrics["kendall_mean"] == 0.0
+    breached = {b.split()[0] for b in report.breaches}
+    assert {"spearman_mean", "spearman_worst", "kendall_mean"} <= breached and not report.passed
+
+
+def test_ties_are_broken_against_the_candidate():
+    """The group lists its best document first; tying it with a worse one must not earn top-1."""
+    evalset = EvalSet("t", (EvalGroup("a", "q", ("best", "worse"), None),))
+    report = compare([0.9, 0.2], [0.7, 0.7], evalset, Thresholds(max_abs_dp=1.0, mean_abs_dp=1.0))
+    assert report.metrics["top1_mean"] == 0.0
+    assert report.metrics["ndcg10_vs_reference_mean"] < 1.0
+    untied = compare([0.9, 0.2], [0.7, 0.6], evalset, Thresholds(max_abs_dp=1.0, mean_abs_dp=1.0))
+    assert untied.metrics["top1_mean"] == 1.0 and untied.passed
+
+
+def test_no_varying_reference_means_nothing_to_correlate():
+    evalset = EvalSet("t", (EvalGroup("a", "q", ("d1", "d2"), None),))
+    report = compare([0.4, 0.4], [0.4, 0.4], evalset, Thresholds())
+    assert report.metrics["ranked_queries"] == 0 and report.passed
