@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from .card import write_card
 from .errors import ArtifactError, RerankExportError, UsageError
 from .evalsets import EvalSet
 from .formats import get_format
@@ -233,6 +234,7 @@ def _check_one(folder: Path, source: SourceModel, evalset: EvalSet, reference: l
                        "reference": {"model": source.model_id, "revision": source.revision},
                        "checked_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     manifest.write(folder)
+    write_card(folder, manifest)
     return report
 
 

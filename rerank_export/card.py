@@ -1,0 +1,101 @@
+"""README.md for an artifact folder: what it is and how to load it, in the layout model hubs render.
+
+Written when the gate records a verdict, so a folder pushed to a hub or copied to a server carries its
+source, format, bytes, parity table and plot, prompt contract and load commands. vLLM in particular scores
+silently wrong without `--chat-template`, and a card is where a user who never ran rerank-export looks.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .contract import BODY_TEMPLATE, DEFAULT_INSTRUCTION, PREFIX, SUFFIX
+from .formats import get_format
+from .manifest import Manifest, write_atomic
+
+CARD = "README.md"
+
+
+def render_card(manifest: Manifest, parity_md: str | None) -> str:
+    """The whole README.md text of an artifact folder (commands run inside the folder)."""
+    spec = get_format(manifest.format)
+    size = sum(f["bytes"] for f in manifest.files.values())
+    verdict = (manifest.parity or {}).get("verdict", "unchecked")
+    lines = [*_front_matter(manifest, spec.family),
+             f"# {manifest.source_model} as `{manifest.format}`", "",
+             f"A `{spec.family}` artifact of {_source_link(manifest.source_model)}"
+             + (f" at revision `{manifest.source_revision}`" if manifest.source_revision else "")
+             + f", weights in {manifest.dtype}, {size:,} bytes in {len(manifest.files)} files, made by "
+             f"rerank-export {manifest.toolkit_version}. Parity against the source model: **{verdict}**.", "",
+             *_contract_lines(manifest), *_load_lines(spec.family), *_parity_lines(parity_md)]
+    return "\n".join(lines) + "\n"
+
+
+def _is_hub_id(model: str) -> bool:
+    """'Qwen/Qwen3-Reranker-0.6B', not a local folder such as '/models/x' or 'artifacts/tiny-model'."""
+    return model.count("/") == 1 and not model.startswith((".", "/", "~")) and not Path(model).exists()
+
+
+def _source_link(model: str) -> str:
+    return f"[{model}](https://huggingface.co/{model})" if _is_hub_id(model) else f"`{model}`"
+
+
+def _front_matter(manifest: Manifest, family: str) -> list[str]:
+    library = {"onnx": "onnxruntime"}.get(family, "transformers")
+    tags = ["reranker", "cross-encoder", "qwen3", "rerank-export", family, manifest.dtype]
+    base = [f"base_model: {manifest.source_model}"] if _is_hub_id(manifest.source_model) else []
+    return ["---", *base, f"library_name: {library}", "pipeline_tag: text-ranking", "tags:",
+            *[f"- {t}" for t in tags], "---", ""]
+
+
+def _contract_lines(manifest: Manifest) -> list[str]:
+    return ["## How it scores", "",
+            f"One prompt per (instruction, query, document) in the model card's template "
+            f"(`{manifest.template}`); the score is p(yes) = sigmoid(logit), the single logit being "
+            f"logit_yes - logit_no at the last position (token ids yes {manifest.yes_id}, no {manifest.no_id}). "
+            f"Documents longer than {manifest.max_length:,} tokens in all are cut; the template's end never is.", "",
+            "```text", PREFIX + BODY_TEMPLATE + SUFFIX,
+            "```", "", f"Default instruction: \"{DEFAULT_INSTRUCTION}\".", ""]
+
+
+def _load_lines(family: str) -> list[str]:
+    if family == "onnx":
+        return _onnx_lines()
+    quantization = " --quantization awq" if family == "awq" else ""
+    return ["## Load it", "",
+            "With rerank-export (checks the files against their sha256 and the parity verdict):", "",
+            "```python", "import rerank_export", "",
+            "reranker = rerank_export.load(\".\")",
+            "reranker.rerank(\"What is the capital of China?\", [\"Beijing is the capital.\", \"Pandas eat bamboo.\"])",
+            "```", "", "With sentence-transformers (>= 5.4; the tokenizer's chat template renders the prompt):", "",
+            "```python", "from sentence_transformers import CrossEncoder", "",
+            "CrossEncoder(\".\").predict([(\"What is the capital of China?\", \"Beijing is the capital.\")])",
+            "```", "", "With vLLM, **`--chat-template` is required**: without it vLLM joins query and document "
+            "without the prompt and every score is silently wrong. `rerank-export serve . --engine vllm "
+            "--print-command` prints the full command sized for your device.", "", "```bash",
+            f"vllm serve . --runner pooling --chat-template ./chat_template.jinja{quantization}", "```", ""]
+
+
+def _onnx_lines() -> list[str]:
+    return ["## Load it", "", "With rerank-export:", "", "```python", "import rerank_export", "",
+            "reranker = rerank_export.load(\".\")", "```", "",
+            "With onnxruntime alone: inputs `input_ids` and `attention_mask` (int64, batch x length, left "
+            "padding), output `logit` (one per row); tokenize the prompt above with the tokenizer in this folder.",
+            "", "```python", "import onnxruntime as ort", "",
+            "session = ort.InferenceSession(\"model.onnx\")",
+            "logits = session.run([\"logit\"], {\"input_ids\": ids, \"attention_mask\": mask})[0]",
+            "```", ""]
+
+
+def _parity_lines(parity_md: str | None) -> list[str]:
+    if not parity_md:
+        return ["## Parity", "", "Not checked yet: run `rerank-export parity` on this folder's root.", ""]
+    body = [ln for ln in parity_md.splitlines() if not ln.startswith("# ")]
+    return ["## Parity", "", *body, "", "![scores against the reference](parity.png)", ""]
+
+
+def write_card(folder: Path, manifest: Manifest) -> None:
+    """Write README.md from the manifest and the gate's parity.md (when there is one)."""
+    parity = folder / "parity.md"
+    text = render_card(manifest, parity.read_text() if parity.is_file() else None)
+    write_atomic(folder / CARD, text)
