@@ -8,11 +8,13 @@ HTTP status; and the server keeps serving.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
 import re
 import socket
+import threading
 import uuid
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -30,6 +32,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_DOCUMENTS = 1000
 DEFAULT_MAX_BODY_BYTES = 8 * 2**20
+# 128 documents of 1,024 tokens: about a minute of the 0.6B model on 2 CPU cores (README, "Which artifact").
+DEFAULT_MAX_REQUEST_TOKENS = 131072
+DEFAULT_REQUEST_TIMEOUT_S = 300.0
+CHUNK_PAIRS = 16  # between chunks a request checks for a gone client or its timeout, and others get the model
 OPEN_PATHS = {"/", "/health", "/favicon.ico"}  # the page and probes work without the key
 MAX_JSON_DEPTH = 16  # our bodies nest 4 deep; a bound keeps every later step off Python's recursion limit
 MAX_INT_DIGITS = 20  # longer integers are refused by name instead of hitting Python's 4,300-digit limit
@@ -60,10 +66,16 @@ class RequestError(Exception):
         self.status, self.message, self.kind, self.param = status, message, kind, param
 
 
+class Cancelled(Exception):
+    """The request's client left or its timeout passed: the remaining chunks are not scored."""
+
+
 @dataclass(frozen=True)
 class Limits:
     max_documents: int = DEFAULT_MAX_DOCUMENTS
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_request_tokens: int = DEFAULT_MAX_REQUEST_TOKENS  # documents x tokens, after truncation
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT_S
 
 
 @dataclass(frozen=True)
@@ -177,21 +189,53 @@ def parse_score(body: Any, limits: Limits) -> tuple[list[tuple[str, str]], str |
     return [(_query(q, f"text_1[{i}]"), d) for i, (q, d) in enumerate(zip(queries, docs))], instruction
 
 
-def rerank_response(reranker: Any, req: RerankRequest, model: str) -> dict[str, Any]:
-    ranking = reranker.rerank(req.query, req.documents, req.instruction, req.top_n, req.return_documents)
-    results = [{"index": r.index, "relevance_score": r.relevance_score,
-                **({"document": {"text": r.document}} if req.return_documents else {})}
-               for r in ranking.results]
+def _check_budget(reranker: Any, pairs: list[tuple[str, str]], instruction: str | None, limit: int) -> None:
+    """Refuse a request whose pairs hold more tokens (after truncation) than one request may."""
+    tokens = 0
+    for query, document in pairs:
+        tokens += len(reranker.contract.encode(query, document, instruction).input_ids)
+        if tokens > limit:
+            raise RequestError(413, f"{len(pairs)} documents hold more than this server's budget of {limit} tokens "
+                                    "per request (--max-request-tokens): send fewer or shorter documents, or "
+                                    "split the request", param="documents")
+
+
+def score_chunks(reranker: Any, pairs: list[tuple[str, str]], instruction: str | None, limits: Limits,
+                 cancel: threading.Event) -> tuple[list[float], int, list[int]]:
+    """Scores, tokens and truncated indices, CHUNK_PAIRS at a time, stopping once `cancel` is set."""
+    _check_budget(reranker, pairs, instruction, limits.max_request_tokens)
+    scores: list[float] = []
+    tokens, truncated = 0, []
+    for start in range(0, len(pairs), CHUNK_PAIRS):
+        if cancel.is_set():
+            raise Cancelled
+        s, t, tr = reranker.score_with_usage(pairs[start:start + CHUNK_PAIRS], instruction)
+        scores, tokens, truncated = scores + s, tokens + t, truncated + [start + i for i in tr]
+    return scores, tokens, truncated
+
+
+def _usage(tokens: int, truncated: list[int]) -> dict[str, Any]:
+    # vLLM's UsageInfo requires prompt_tokens; a reranker generates nothing, so total = prompt
+    return {"prompt_tokens": tokens, "total_tokens": tokens, "truncated_documents": truncated}
+
+
+def rerank_response(reranker: Any, req: RerankRequest, model: str, limits: Limits,
+                    cancel: threading.Event) -> dict[str, Any]:
+    scores, tokens, truncated = score_chunks(reranker, [(req.query, d) for d in req.documents],
+                                             req.instruction, limits, cancel)
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])[:req.top_n]  # stable: ties keep input order
+    results = [{"index": i, "relevance_score": scores[i],
+                **({"document": {"text": req.documents[i]}} if req.return_documents else {})} for i in order]
     return {"id": f"rerank-{uuid.uuid4().hex}", "model": model, "results": results,
-            "usage": {"total_tokens": ranking.total_tokens, "truncated_documents": ranking.truncated}}
+            "usage": _usage(tokens, truncated)}
 
 
-def score_response(reranker: Any, pairs: list[tuple[str, str]], instruction: str | None,
-                   model: str) -> dict[str, Any]:
-    scores, tokens, truncated = reranker.score_with_usage(pairs, instruction)
+def score_response(reranker: Any, pairs: list[tuple[str, str]], instruction: str | None, model: str,
+                   limits: Limits, cancel: threading.Event) -> dict[str, Any]:
+    scores, tokens, truncated = score_chunks(reranker, pairs, instruction, limits, cancel)
     return {"id": f"score-{uuid.uuid4().hex}", "object": "list", "model": model,
             "data": [{"index": i, "object": "score", "score": s} for i, s in enumerate(scores)],
-            "usage": {"total_tokens": tokens, "truncated_documents": truncated}}
+            "usage": _usage(tokens, truncated)}
 
 
 def default_allowed_hosts(bind_host: str) -> list[str]:
@@ -211,6 +255,20 @@ def host_list(text: str) -> list[str]:
     if not hosts or any(not re.fullmatch(r"[a-z0-9.:_*-]{1,253}", h) for h in hosts):
         raise argparse.ArgumentTypeError(f"expected host names or addresses separated by commas, got {text[:80]!r}")
     return hosts
+
+
+def positive_seconds(text: str) -> float:
+    """An argparse type for a finite positive number of seconds."""
+    import argparse
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text[:40]!r}")
+    return value
 
 
 def create_app(reranker: Any, model_name: str | None = None, api_key: str | None = None,
@@ -325,12 +383,17 @@ def parse_json(raw: bytes) -> Any:
 
 async def read_json(request: Any, limits: Limits) -> Any:
     """The body as JSON, read in chunks so a body without Content-Length still hits the size cap."""
+    from starlette.requests import ClientDisconnect
+
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limits.max_body_bytes:
-            raise RequestError(413, f"body is over the cap of {limits.max_body_bytes} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limits.max_body_bytes:
+                raise RequestError(413, f"body is over the cap of {limits.max_body_bytes} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise RequestError(400, "the client closed the connection before the body ended") from None
     return parse_json(b"".join(chunks))
 
 
@@ -344,6 +407,40 @@ async def _call(fn: Any, *args: Any) -> Any:
     except RerankExportError as exc:
         log.error("scoring failed: %s", exc)
         raise RequestError(500, str(exc), "server_error") from None
+
+
+async def _client_gone(request: Any) -> None:
+    """Returns when the client disconnects (the body is read by then, so the next message is that)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+def _retrieve(task: asyncio.Task) -> None:
+    if not task.cancelled():
+        task.exception()  # an abandoned request's Cancelled: expected, not "never retrieved"
+
+
+async def run_bounded(request: Any, limits: Limits, fn: Any, *args: Any) -> Any:
+    """fn(*args, cancel) in a worker thread; cancelled when the client leaves or the timeout passes."""
+    cancel = threading.Event()
+    work = asyncio.ensure_future(_call(fn, *args, cancel))
+    gone = asyncio.ensure_future(_client_gone(request))
+    try:
+        done, _ = await asyncio.wait({work, gone}, timeout=limits.request_timeout,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        if work in done:
+            return work.result()
+        work.add_done_callback(_retrieve)
+        if gone in done:
+            log.info("client left %s: its remaining documents are not scored", request.url.path)
+            raise RequestError(499, "the client closed the connection")
+        log.info("%s ran past %gs: its remaining documents are not scored", request.url.path,
+                 limits.request_timeout)
+        raise RequestError(408, f"the request ran past this server's {limits.request_timeout:g} s timeout "
+                                "(--request-timeout): send fewer or shorter documents")
+    finally:
+        cancel.set()
+        gone.cancel()
 
 
 ROUTES_HINT = "POST /v1/rerank, /rerank, /score, /v1/score; GET /health, /v1/models, /"
@@ -375,14 +472,14 @@ def _install_routes(app: Any, reranker: Any, model: str, limits: Limits) -> None
 
     async def rerank(request: Request) -> Any:
         req = parse_rerank(await read_json(request, limits), limits)
-        return await _call(rerank_response, reranker, req, model)
+        return await run_bounded(request, limits, rerank_response, reranker, req, model, limits)
 
     app.add_api_route("/v1/rerank", rerank, methods=["POST"])
     app.add_api_route("/rerank", rerank, methods=["POST"])
 
     async def score(request: Request) -> Any:
         pairs, instruction = parse_score(await read_json(request, limits), limits)
-        return await _call(score_response, reranker, pairs, instruction, model)
+        return await run_bounded(request, limits, score_response, reranker, pairs, instruction, model, limits)
 
     app.add_api_route("/score", score, methods=["POST"])
     app.add_api_route("/v1/score", score, methods=["POST"])

@@ -16,7 +16,8 @@ API_KEY_ENV = "RERANK_EXPORT_API_KEY"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..serve import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_DOCUMENTS, host_list
+    from ..serve import (DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_DOCUMENTS, DEFAULT_MAX_REQUEST_TOKENS,
+                         DEFAULT_REQUEST_TIMEOUT_S, host_list, positive_seconds)
     from ..vllm_command import VLLM_PYTHON_ENV
     from ._common import port_int, positive_int, size_bytes
 
@@ -32,6 +33,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--served-model-name", default=None, help="model name in responses (default: source model)")
     parser.add_argument("--max-documents", type=positive_int, default=DEFAULT_MAX_DOCUMENTS,
                         help=f"most documents (or pairs) per request (default {DEFAULT_MAX_DOCUMENTS})")
+    parser.add_argument("--max-request-tokens", type=positive_int, default=DEFAULT_MAX_REQUEST_TOKENS,
+                        metavar="TOKENS", help="most tokens per request, all documents together after "
+                                               f"truncation (default {DEFAULT_MAX_REQUEST_TOKENS}); more is a 413")
+    parser.add_argument("--request-timeout", type=positive_seconds, default=DEFAULT_REQUEST_TIMEOUT_S,
+                        metavar="SECONDS", help="stop scoring a request after this long and answer 408 (default "
+                                                f"{DEFAULT_REQUEST_TIMEOUT_S:g})")
     parser.add_argument("--max-body", type=size_bytes, default=DEFAULT_MAX_BODY_BYTES, metavar="SIZE",
                         help="largest request body, e.g. 8MiB (default 8MiB)")
     parser.add_argument("--no-prefix-reuse", action="store_true",
@@ -62,7 +69,7 @@ def _run_builtin(args: argparse.Namespace, api_key: str | None) -> int:
     from ..runtime import load
     from ..serve import Limits, bind, create_app, default_allowed_hosts, run_server
 
-    limits = Limits(args.max_documents, args.max_body)
+    limits = Limits(args.max_documents, args.max_body, args.max_request_tokens, args.request_timeout)
     try:
         import uvicorn  # noqa: F401
     except ImportError:

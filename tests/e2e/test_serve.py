@@ -98,6 +98,7 @@ def test_rerank_shape_and_scores_match_the_library(url, reranker, source):
     data = r.json()
     assert data["id"].startswith("rerank-") and data["model"] == "tiny-reranker"
     assert data["usage"]["total_tokens"] > 0 and data["usage"]["truncated_documents"] == []
+    assert data["usage"]["prompt_tokens"] == data["usage"]["total_tokens"]  # vLLM's UsageInfo requires it
     texts = ["Paris is the capital of France.", "Bananas are yellow.", "The Eiffel Tower is in Paris."]
     reference = score_pairs(ReferenceBackend(source), source.contract, [("capital of France?", t) for t in texts])
     got = {x["index"]: x["relevance_score"] for x in data["results"]}
