@@ -13,8 +13,12 @@ from .spec import FormatSpec, Thresholds
 # margin (see README). Random weights put many scores within 0.01 of each other, so 16-bit rounding swaps
 # neighbours; on 3-6 document queries one swap costs 0.1-0.2 of worst-query Spearman, hence its low floor.
 FP32_LIMITS = Thresholds()
-HALF_LIMITS = Thresholds(max_abs_dp=0.03, mean_abs_dp=0.008, min_spearman_mean=0.95, min_spearman_worst=0.6,
-                         min_kendall_mean=0.9, min_top1=0.75, min_ndcg10=0.97)
+# bf16 rounds differently with native bf16 (AVX512-BF16, AMX) than with AVX2's emulation: seed 0 measured
+# max |dp| 0.0075, Spearman mean 0.972, Kendall 0.952, top-1 0.75 on an EPYC with AVX512-BF16 and 0.0093,
+# 0.975, 0.958, 0.875 under qemu as Haswell; fp16 8e-4 and 6e-4, ranks exact. Rank floors sit 0.1 (top-1:
+# one query of eight) below the worst, as for the quantized formats below.
+HALF_LIMITS = Thresholds(max_abs_dp=0.03, mean_abs_dp=0.008, min_spearman_mean=0.87, min_spearman_worst=0.6,
+                         min_kendall_mean=0.85, min_top1=0.625, min_ndcg10=0.97)
 
 # The quantized limits below hold on every CPU we could run: tiny random models (seeds 0-2), the built-in
 # eval set, scored natively on an AMD EPYC Zen 4 (AVX512-VNNI, AVX512-BF16, no AMX) and under qemu-user as a
