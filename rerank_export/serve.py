@@ -15,12 +15,14 @@ import logging
 import re
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Collection
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+from . import api
 from .errors import ContractError, MissingExtra, RerankExportError, UsageError
 
 try:  # FastAPI reads handler annotations from this module's globals, so Request must live here
@@ -79,12 +81,28 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class Options:
+    """What every route reads besides its texts (api.COMMON)."""
+
+    instruction: str | None = None
+    max_tokens_per_doc: int | None = None  # each document's own tokens
+    truncate_prompt_tokens: int | None = None  # each whole pair, cut from the document's end
+
+
+@dataclass(frozen=True)
 class RerankRequest:
     query: str
     documents: list[str]
     top_n: int | None
     return_documents: bool
     instruction: str | None
+    options: Options = Options()
+
+
+@dataclass(frozen=True)
+class ScoreRequest:
+    pairs: list[tuple[str, str]]
+    options: Options = Options()
 
 
 def show(value: Any, limit: int = 40) -> str:
@@ -139,26 +157,59 @@ def _query(value: Any, key: str = "query") -> str:
 
 
 def _top_n(value: Any, count: int) -> int | None:
-    """top_n above the document count is clamped, as vLLM and Cohere do."""
-    if value is None:
+    """top_n above the document count is clamped, as vLLM and Cohere do; 0 means all, as in vLLM."""
+    if value is None or value == 0 and not isinstance(value, bool):
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise RequestError(400, f"'top_n' must be a positive integer, got {show(value)}", param="top_n")
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise RequestError(400, f"'top_n' must be a positive integer (0: all), got {show(value)}", param="top_n")
     return min(value, count)
 
 
-def parse_rerank(body: Any, limits: Limits) -> RerankRequest:
-    """Validate a /v1/rerank body."""
+def _token_count(body: dict[str, Any], key: str) -> int | None:
+    value = body.get(key)
+    if value is None or (key == "truncate_prompt_tokens" and value == -1):  # vLLM: -1 = the model's max
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise RequestError(400, f"'{key}' must be a positive integer, got {show(value)}", param=key)
+    return value
+
+
+def _instruction(body: dict[str, Any]) -> str | None:
+    """The top-level instruction, or vLLM's chat_template_kwargs.instruction (the same if both are sent)."""
+    kwargs = body.get("chat_template_kwargs")
+    if kwargs is not None and (not isinstance(kwargs, dict) or set(kwargs) - {"instruction"}):
+        raise RequestError(400, "'chat_template_kwargs' may only hold 'instruction' (the Qwen3 template's "
+                                "only variable)", param="chat_template_kwargs")
+    top = _optional_str(body, "instruction")
+    nested = _optional_str(kwargs, "instruction") if kwargs else None
+    if top is not None and nested is not None and top != nested:
+        raise RequestError(400, "'instruction' and 'chat_template_kwargs.instruction' differ: send one",
+                           param="instruction")
+    return top if top is not None else nested
+
+
+def parse_options(body: Any, kind: str) -> Options:
+    """Check every field against the contract (api.py) and read the ones all routes share."""
     if not isinstance(body, dict):
         raise RequestError(400, "the request body must be a JSON object")
+    unread = api.unread_field(body, kind)
+    if unread is not None:
+        raise RequestError(400, unread[1], param=unread[0])
     _optional_str(body, "model")
+    return Options(_instruction(body), _token_count(body, "max_tokens_per_doc"),
+                   _token_count(body, "truncate_prompt_tokens"))
+
+
+def parse_rerank(body: Any, limits: Limits) -> RerankRequest:
+    """Validate a rerank body (vLLM, Cohere v1/v2, Jina)."""
+    options = parse_options(body, "rerank")
     query = _query(body.get("query"))
     documents = _documents(body.get("documents"), limits)
     top = _top_n(body.get("top_n"), len(documents))
     return_documents = body.get("return_documents", True)
     if not isinstance(return_documents, bool):
         raise RequestError(400, "'return_documents' must be true or false", param="return_documents")
-    return RerankRequest(query, documents, top, return_documents, _optional_str(body, "instruction"))
+    return RerankRequest(query, documents, top, return_documents, options.instruction, options)
 
 
 def _pairs(pairs: Any, limits: Limits) -> list[tuple[str, str]]:
@@ -172,13 +223,15 @@ def _pairs(pairs: Any, limits: Limits) -> list[tuple[str, str]]:
     return [(_query(q, f"pairs[{i}][0]"), _document_text(d, i, "pairs")) for i, (q, d) in enumerate(pairs)]
 
 
-def parse_score(body: Any, limits: Limits) -> tuple[list[tuple[str, str]], str | None]:
+def parse_score(body: Any, limits: Limits) -> ScoreRequest:
     """/score: {"pairs": [[query, document], ...]} or vLLM's {"text_1": q or [q], "text_2": [d]}."""
-    if not isinstance(body, dict):
-        raise RequestError(400, "the request body must be a JSON object")
-    instruction = _optional_str(body, "instruction")
+    options = parse_options(body, "score")
+    return ScoreRequest(_score_pairs(body, limits), options)
+
+
+def _score_pairs(body: dict[str, Any], limits: Limits) -> list[tuple[str, str]]:
     if "pairs" in body:
-        return _pairs(body["pairs"], limits), instruction
+        return _pairs(body["pairs"], limits)
     if "text_1" not in body or "text_2" not in body:
         raise RequestError(400, "send 'pairs': [[query, document], ...] or 'text_1' and 'text_2'")
     docs = _documents(body["text_2"] if isinstance(body["text_2"], list) else [body["text_2"]], limits, "text_2")
@@ -186,7 +239,7 @@ def parse_score(body: Any, limits: Limits) -> tuple[list[tuple[str, str]], str |
     if len(queries) != len(docs):
         raise RequestError(400, f"'text_1' has {len(queries)} items and 'text_2' {len(docs)}; give one query "
                                 "or one per document", param="text_1")
-    return [(_query(q, f"text_1[{i}]"), d) for i, (q, d) in enumerate(zip(queries, docs))], instruction
+    return [(_query(q, f"text_1[{i}]"), d) for i, (q, d) in enumerate(zip(queries, docs))]
 
 
 def _check_budget(reranker: Any, pairs: list[tuple[str, str]], instruction: str | None, limit: int) -> None:
@@ -200,18 +253,49 @@ def _check_budget(reranker: Any, pairs: list[tuple[str, str]], instruction: str 
                                     "split the request", param="documents")
 
 
-def score_chunks(reranker: Any, pairs: list[tuple[str, str]], instruction: str | None, limits: Limits,
+def _document_cap(reranker: Any, query: str, options: Options) -> int | None:
+    """How many of its own tokens a document may keep under max_tokens_per_doc / truncate_prompt_tokens."""
+    caps = [options.max_tokens_per_doc] if options.max_tokens_per_doc else []
+    if options.truncate_prompt_tokens:
+        overhead = len(reranker.contract.encode(query, "", options.instruction).input_ids)
+        if options.truncate_prompt_tokens <= overhead:
+            raise RequestError(400, f"'truncate_prompt_tokens' {options.truncate_prompt_tokens} leaves no room for "
+                                    f"the document: template, instruction and query take {overhead} tokens",
+                               param="truncate_prompt_tokens")
+        caps.append(options.truncate_prompt_tokens - overhead)
+    return min(caps) if caps else None
+
+
+def truncate_documents(reranker: Any, pairs: list[tuple[str, str]],
+                       options: Options) -> tuple[list[tuple[str, str]], set[int]]:
+    """Pairs with each document cut to its cap (the template's suffix and the query are never cut)."""
+    if options.max_tokens_per_doc is None and options.truncate_prompt_tokens is None:
+        return pairs, set()
+    tokenizer, out, cut = reranker.contract.tokenizer, [], set()
+    for i, (query, document) in enumerate(pairs):
+        cap = _document_cap(reranker, query, options)
+        ids = tokenizer(document, add_special_tokens=False)["input_ids"]
+        if cap is not None and len(ids) > cap:
+            document = tokenizer.decode(ids[:cap])
+            cut.add(i)
+        out.append((query, document))
+    return out, cut
+
+
+def score_chunks(reranker: Any, pairs: list[tuple[str, str]], options: Options, limits: Limits,
                  cancel: threading.Event) -> tuple[list[float], int, list[int]]:
     """Scores, tokens and truncated indices, CHUNK_PAIRS at a time, stopping once `cancel` is set."""
-    _check_budget(reranker, pairs, instruction, limits.max_request_tokens)
+    pairs, cut = truncate_documents(reranker, pairs, options)
+    _check_budget(reranker, pairs, options.instruction, limits.max_request_tokens)
     scores: list[float] = []
-    tokens, truncated = 0, []
+    tokens, truncated = 0, set(cut)
     for start in range(0, len(pairs), CHUNK_PAIRS):
         if cancel.is_set():
             raise Cancelled
-        s, t, tr = reranker.score_with_usage(pairs[start:start + CHUNK_PAIRS], instruction)
-        scores, tokens, truncated = scores + s, tokens + t, truncated + [start + i for i in tr]
-    return scores, tokens, truncated
+        s, t, tr = reranker.score_with_usage(pairs[start:start + CHUNK_PAIRS], options.instruction)
+        scores, tokens = scores + s, tokens + t
+        truncated.update(start + i for i in tr)
+    return scores, tokens, sorted(truncated)
 
 
 def _usage(tokens: int, truncated: list[int]) -> dict[str, Any]:
@@ -222,7 +306,7 @@ def _usage(tokens: int, truncated: list[int]) -> dict[str, Any]:
 def rerank_response(reranker: Any, req: RerankRequest, model: str, limits: Limits,
                     cancel: threading.Event) -> dict[str, Any]:
     scores, tokens, truncated = score_chunks(reranker, [(req.query, d) for d in req.documents],
-                                             req.instruction, limits, cancel)
+                                             req.options, limits, cancel)
     order = sorted(range(len(scores)), key=lambda i: -scores[i])[:req.top_n]  # stable: ties keep input order
     results = [{"index": i, "relevance_score": scores[i],
                 **({"document": {"text": req.documents[i]}} if req.return_documents else {})} for i in order]
@@ -230,9 +314,9 @@ def rerank_response(reranker: Any, req: RerankRequest, model: str, limits: Limit
             "usage": _usage(tokens, truncated)}
 
 
-def score_response(reranker: Any, pairs: list[tuple[str, str]], instruction: str | None, model: str,
-                   limits: Limits, cancel: threading.Event) -> dict[str, Any]:
-    scores, tokens, truncated = score_chunks(reranker, pairs, instruction, limits, cancel)
+def score_response(reranker: Any, req: ScoreRequest, model: str, limits: Limits,
+                   cancel: threading.Event) -> dict[str, Any]:
+    scores, tokens, truncated = score_chunks(reranker, req.pairs, req.options, limits, cancel)
     return {"id": f"score-{uuid.uuid4().hex}", "object": "list", "model": model,
             "data": [{"index": i, "object": "score", "score": s} for i, s in enumerate(scores)],
             "usage": _usage(tokens, truncated)}
@@ -443,7 +527,15 @@ async def run_bounded(request: Any, limits: Limits, fn: Any, *args: Any) -> Any:
         gone.cancel()
 
 
-ROUTES_HINT = "POST /v1/rerank, /rerank, /score, /v1/score; GET /health, /v1/models, /"
+ROUTES_HINT = f"POST {', '.join(api.RERANK_ROUTES + api.SCORE_ROUTES)}; GET /health, /v1/models, /"
+
+
+def check_model(body: dict[str, Any], model: str) -> None:
+    """A request naming another model is a 404, as in vLLM: silently scoring with this one would mislead."""
+    asked = body.get("model")
+    if asked is not None and asked != model:
+        raise RequestError(404, f"the model {show(asked)} is not served here; this server serves {show(model)} "
+                                "(GET /v1/models)", "NotFoundError", "model")
 
 
 def _install_error_handlers(app: Any) -> None:
@@ -471,27 +563,34 @@ def _install_routes(app: Any, reranker: Any, model: str, limits: Limits) -> None
     from fastapi.responses import HTMLResponse
 
     async def rerank(request: Request) -> Any:
-        req = parse_rerank(await read_json(request, limits), limits)
+        body = await read_json(request, limits)
+        req = parse_rerank(body, limits)
+        check_model(body, model)
         return await run_bounded(request, limits, rerank_response, reranker, req, model, limits)
 
-    app.add_api_route("/v1/rerank", rerank, methods=["POST"])
-    app.add_api_route("/rerank", rerank, methods=["POST"])
+    for path in api.RERANK_ROUTES:
+        app.add_api_route(path, rerank, methods=["POST"])
 
     async def score(request: Request) -> Any:
-        pairs, instruction = parse_score(await read_json(request, limits), limits)
-        return await run_bounded(request, limits, score_response, reranker, pairs, instruction, model, limits)
+        body = await read_json(request, limits)
+        req = parse_score(body, limits)
+        check_model(body, model)
+        return await run_bounded(request, limits, score_response, reranker, req, model, limits)
 
-    app.add_api_route("/score", score, methods=["POST"])
-    app.add_api_route("/v1/score", score, methods=["POST"])
+    for path in api.SCORE_ROUTES:
+        app.add_api_route(path, score, methods=["POST"])
 
     @app.api_route("/health", methods=["GET", "HEAD"])
     async def health() -> dict[str, Any]:
         return {"status": "ok", "model": model, "format": reranker.manifest.format,
                 "max_length": reranker.max_length}
 
+    created = int(time.time())  # OpenAI's Model.created: when this server started serving it
+
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
-        return {"object": "list", "data": [{"id": model, "object": "model", "owned_by": "rerank-export",
+        return {"object": "list", "data": [{"id": model, "object": "model", "created": created,
+                                            "owned_by": "rerank-export", "root": model, "parent": None,
                                             "format": reranker.manifest.format, "max_model_len": reranker.max_length}]}
 
     page = resources.files("rerank_export").joinpath("static/index.html").read_text(encoding="utf-8")

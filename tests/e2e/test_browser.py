@@ -79,3 +79,19 @@ def test_an_empty_query_shows_the_servers_message(page_url, browser):
     assert "'query' is empty" in page.inner_text("#error")
     assert page.locator("#results li").count() == 0
     page.close()
+
+
+def test_top_n_and_max_tokens_per_document_reach_the_server(page_url, browser):
+    url, reranker = page_url
+    docs = ["Paris is the capital of France.", "Bananas are yellow.", "Paris, France: the capital city " * 10]
+    page = browser.new_page()
+    page.goto(url + "/")
+    page.fill("#query", "What is the capital of France?")
+    page.fill("#documents", "\n".join(docs))
+    page.fill("#top_n", "2")
+    page.fill("#max_tokens_per_doc", "12")
+    page.click("#rank")
+    page.wait_for_selector("#results li.result")
+    assert page.locator("#results li.result").count() == 2
+    assert "1 document(s) truncated" in page.inner_text("#usage")  # 7, 5 and 71 tokens: only the last is cut
+    page.close()

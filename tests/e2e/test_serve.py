@@ -92,7 +92,7 @@ def test_rerank_shape_and_scores_match_the_library(url, reranker, source):
     from rerank_export.reference import ReferenceBackend
     from rerank_export.scoring import score_pairs
 
-    body = {"model": "whatever-the-client-sends", "query": "capital of France?", "documents": DOCS}
+    body = {"model": "tiny-reranker", "query": "capital of France?", "documents": DOCS}
     r = httpx.post(f"{url}/v1/rerank", json=body, timeout=30)
     assert r.status_code == 200, r.text
     data = r.json()
@@ -114,6 +114,8 @@ def test_rerank_alias_top_n_and_no_documents(url):
     assert len(data["results"]) == 2 and all("document" not in x for x in data["results"])
     clamped = httpx.post(f"{url}/rerank", json={**body, "top_n": 50}, timeout=30).json()
     assert len(clamped["results"]) == 3  # above the document count: all of them, as vLLM and Cohere do
+    everything = httpx.post(f"{url}/rerank", json={**body, "top_n": 0}, timeout=30).json()
+    assert len(everything["results"]) == 3  # vLLM: 0 means all
 
 
 def test_instruction_changes_the_prompt(url, reranker):
@@ -160,7 +162,7 @@ BAD_REQUESTS = [
     ("non-string document", {"query": "q", "documents": ["a", 3]}, 400, "documents[1]"),
     ("dict without text", {"query": "q", "documents": [{"body": "a"}]}, 400, "documents[0]"),
     ("too many documents", {"query": "q", "documents": ["a"] * (MAX_DOCUMENTS + 1)}, 413, "cap of 20"),
-    ("top_n zero", {"query": "q", "documents": ["a"], "top_n": 0}, 400, "'top_n'"),
+    ("another model", {"model": "gpt-4", "query": "q", "documents": ["a"]}, 404, 'model "gpt-4" is not served'),
     ("top_n negative", {"query": "q", "documents": ["a"], "top_n": -3}, 400, "'top_n'"),
     ("top_n not int", {"query": "q", "documents": ["a"], "top_n": "2"}, 400, "'top_n'"),
     ("top_n bool", {"query": "q", "documents": ["a"], "top_n": True}, 400, "'top_n'"),
@@ -203,7 +205,7 @@ HOSTILE = [  # issue 12: each of these was a plain-text 500 with a traceback in 
     ("nested 5000 deep", "/v1/rerank", nested(5000), "nests deeper", None),
     ("nested 100 deep", "/v1/rerank", nested(100), "nests deeper", None),
     ("5000-digit top_n", "/v1/rerank", b'{"query": "q", "documents": ["a"], "top_n": ' + b"7" * 5000 + b"}",
-     "'top_n' must be a positive integer, got 7777", "top_n"),
+     "'top_n' must be a positive integer (0: all), got 7777", "top_n"),
     ("5000-digit negative top_n", "/v1/rerank",
      b'{"query": "q", "documents": ["a"], "top_n": -' + b"7" * 5000 + b"}", "'top_n'", "top_n"),
     ("top_n 1e999", "/v1/rerank", b'{"query": "q", "documents": ["a"], "top_n": 1e999}', "'top_n'", "top_n"),
