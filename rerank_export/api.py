@@ -4,12 +4,13 @@ Every field a client may send is in one of two tables: READ (honoured, with what
 from a client family but not supported here, with why). Anything else, or a refused field set to a value
 other than its harmless default, is a 400 that names it: nothing is accepted and silently ignored.
 
-Routes: POST /v1/rerank, /v2/rerank, /rerank (vLLM; Cohere v1 and v2 clients; Jina) and POST /score,
-/v1/score (vLLM's pairs). TEI's `/rerank` with `texts` is not served yet: `texts` is refused by name.
+Routes: POST /v1/rerank, /v2/rerank, /rerank (vLLM; Cohere v1 and v2 clients; Jina), POST /score,
+/v1/score (vLLM's pairs), and TEI's POST /rerank, told apart by its `texts` field (answered by a bare list).
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 RERANK_ROUTES = ("/v1/rerank", "/v2/rerank", "/rerank")
@@ -21,8 +22,6 @@ COMMON = {
     "chat_template_kwargs": "only {'instruction': ...}, the same as the top-level field",
     "max_tokens_per_doc": "each document is cut to this many of its own tokens (Cohere v2, vLLM)",
     "truncate_prompt_tokens": "each pair is cut to this many tokens, from the document's end only (vLLM)",
-    "use_activation": "true only: scores are always p(yes) in [0, 1]",
-    "priority": "0 only: requests are served in arrival order",
 }
 READ = {
     "rerank": {**COMMON,
@@ -34,14 +33,17 @@ READ = {
               "pairs": "[[query, document], ...]",
               "text_1": "one query, or one per document (vLLM)",
               "text_2": "the documents (vLLM)"},
+    "tei": {"query": "the query (a non-empty string)",
+            "texts": "the documents (strings)",
+            "return_text": "echo each text in the answer (default false)",
+            "truncate": "true: cut texts longer than the max length; false or absent: refuse them (413)"},
 }
 # Fields real clients send that this server does not implement: refused by name unless harmless.
 REFUSED: dict[str, tuple[Any, str]] = {
     "rank_fields": (None, "Cohere v1's structured documents are not supported: send text documents"),
     "max_chunks_per_doc": (None, "documents are truncated, never chunked: use max_tokens_per_doc"),
-    "raw_scores": (False, "only p(yes) scores are served"),
-    "return_text": (False, "TEI's shape is not served: use 'return_documents'"),
-    "texts": (None, "TEI's request shape is not served: send 'documents'"),
+    "return_text": (None, "TEI's field: TEI's shape is POST /rerank with 'texts'"),
+    "texts": (None, "TEI's field: TEI's shape is POST /rerank with 'query' and 'texts' only"),
     "queries": (None, "vLLM's 'queries'/'documents' score shape is not served: send 'text_1' and 'text_2'"),
     "data_1": (None, "vLLM's 'data_1'/'data_2' score shape is not served: send 'text_1' and 'text_2'"),
     "data_2": (None, "vLLM's 'data_1'/'data_2' score shape is not served: send 'text_1' and 'text_2'"),
@@ -49,16 +51,27 @@ REFUSED: dict[str, tuple[Any, str]] = {
     "softmax": (None, "scores are always p(yes)"),
     "activation": (None, "scores are always p(yes): see 'use_activation'"),
 }
-HARMLESS = {"use_activation": True, "priority": 0}
+# Options every route accepts at the values that describe what it does anyway (and refuses otherwise).
+HARMLESS: dict[str, tuple[tuple[Any, ...], str]] = {
+    "use_activation": ((True,), "scores are always p(yes) in [0, 1]"),
+    "priority": ((0,), "requests are served in arrival order"),
+    "raw_scores": ((False,), "only p(yes) scores are served"),
+    "truncation_direction": (("right", "Right"), "documents are cut from their end"),
+}
 
 
 def unread_field(body: dict[str, Any], kind: str) -> tuple[str, str] | None:
     """The first field of `body` this server would not honour, with why; None when all are honoured."""
     for key, value in body.items():
-        if key in HARMLESS and value is not None and value != HARMLESS[key]:
-            return key, f"'{key}' can only be {str(HARMLESS[key]).lower()} here: {READ[kind][key]}"
-        if key in REFUSED and value != REFUSED[key][0]:
-            return key, f"'{key}' is not supported: {REFUSED[key][1]}"
-        if key not in READ[kind] and key not in REFUSED:
+        if key in HARMLESS:
+            allowed, why = HARMLESS[key]
+            if value is not None and value not in allowed:
+                return key, f"'{key}' can only be {json.dumps(allowed[0])} here: {why}"
+        elif key in READ[kind]:
+            continue
+        elif key in REFUSED:
+            if value != REFUSED[key][0]:
+                return key, f"'{key}' is not supported here: {REFUSED[key][1]}"
+        else:
             return key, f"'{key}' is not a field of this route; it reads {', '.join(sorted(READ[kind]))}"
     return None

@@ -100,6 +100,14 @@ class RerankRequest:
 
 
 @dataclass(frozen=True)
+class TeiRequest:
+    query: str
+    texts: list[str]
+    return_text: bool
+    truncate: bool
+
+
+@dataclass(frozen=True)
 class ScoreRequest:
     pairs: list[tuple[str, str]]
     options: Options = Options()
@@ -212,6 +220,27 @@ def parse_rerank(body: Any, limits: Limits) -> RerankRequest:
     return RerankRequest(query, documents, top, return_documents, options.instruction, options)
 
 
+def _flag(body: dict[str, Any], key: str, default: bool) -> bool:
+    value = body.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise RequestError(400, f"'{key}' must be true or false", param=key)
+    return value
+
+
+def parse_tei(body: dict[str, Any], limits: Limits) -> TeiRequest:
+    """TEI's /rerank: {"query", "texts", "return_text", "truncate"}."""
+    unread = api.unread_field(body, "tei")
+    if unread is not None:
+        raise RequestError(400, unread[1], param=unread[0])
+    texts = body.get("texts")
+    if isinstance(texts, list) and any(isinstance(t, dict) for t in texts):
+        raise RequestError(400, "'texts' must be strings (TEI's shape)", param="texts")
+    return TeiRequest(_query(body.get("query")), _documents(texts, limits, "texts"),
+                      _flag(body, "return_text", False), _flag(body, "truncate", False))
+
+
 def _pairs(pairs: Any, limits: Limits) -> list[tuple[str, str]]:
     if not isinstance(pairs, list) or not pairs:
         raise RequestError(400, "'pairs' must be a non-empty list of [query, document]", param="pairs")
@@ -312,6 +341,16 @@ def rerank_response(reranker: Any, req: RerankRequest, model: str, limits: Limit
                 **({"document": {"text": req.documents[i]}} if req.return_documents else {})} for i in order]
     return {"id": f"rerank-{uuid.uuid4().hex}", "model": model, "results": results,
             "usage": _usage(tokens, truncated)}
+
+
+def tei_response(reranker: Any, req: TeiRequest, limits: Limits, cancel: threading.Event) -> list[dict[str, Any]]:
+    """TEI's answer: a bare list of {index, score[, text]}, best first."""
+    scores, _, truncated = score_chunks(reranker, [(req.query, t) for t in req.texts], Options(), limits, cancel)
+    if truncated and not req.truncate:  # TEI refuses over-long input unless asked to truncate
+        raise RequestError(413, f"texts[{truncated[0]}] is longer than this server's max length of "
+                                f"{reranker.max_length} tokens; send 'truncate': true to cut it", param="texts")
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])
+    return [{"index": i, "score": scores[i], **({"text": req.texts[i]} if req.return_text else {})} for i in order]
 
 
 def score_response(reranker: Any, req: ScoreRequest, model: str, limits: Limits,
@@ -564,6 +603,8 @@ def _install_routes(app: Any, reranker: Any, model: str, limits: Limits) -> None
 
     async def rerank(request: Request) -> Any:
         body = await read_json(request, limits)
+        if request.url.path == "/rerank" and isinstance(body, dict) and "texts" in body:
+            return await run_bounded(request, limits, tei_response, reranker, parse_tei(body, limits), limits)
         req = parse_rerank(body, limits)
         check_model(body, model)
         return await run_bounded(request, limits, rerank_response, reranker, req, model, limits)

@@ -16,8 +16,14 @@ API_KEY_ENV = "RERANK_EXPORT_API_KEY"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..serve import (DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_DOCUMENTS, DEFAULT_MAX_REQUEST_TOKENS,
-                         DEFAULT_REQUEST_TIMEOUT_S, host_list, positive_seconds)
+    from ..serve import (
+        DEFAULT_MAX_BODY_BYTES,
+        DEFAULT_MAX_DOCUMENTS,
+        DEFAULT_MAX_REQUEST_TOKENS,
+        DEFAULT_REQUEST_TIMEOUT_S,
+        host_list,
+        positive_seconds,
+    )
     from ..vllm_command import VLLM_PYTHON_ENV
     from ._common import port_int, positive_int, size_bytes
 

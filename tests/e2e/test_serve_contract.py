@@ -108,7 +108,7 @@ REFUSED = [  # fields clients send that this server does not implement: a 400 na
     ("Cohere v1 rank_fields", "/v1/rerank", {"rank_fields": ["title"]}, "rank_fields"),
     ("Cohere v1 max_chunks_per_doc", "/v1/rerank", {"max_chunks_per_doc": 3}, "max_chunks_per_doc"),
     ("TEI raw_scores", "/rerank", {"raw_scores": True}, "raw_scores"),
-    ("TEI texts", "/rerank", {"texts": ["a"]}, "texts"),
+    ("TEI texts on /v1/rerank", "/v1/rerank", {"texts": ["a"]}, "texts"),
     ("use_activation false", "/v1/rerank", {"use_activation": False}, "use_activation"),
     ("priority", "/v1/rerank", {"priority": 5}, "priority"),
     ("other template kwargs", "/v1/rerank", {"chat_template_kwargs": {"enable_thinking": True}},
@@ -125,9 +125,32 @@ def test_fields_not_honoured_are_refused_by_name(url, what, path, extra, field):
     assert_error(httpx.post(f"{url}{path}", json={**base, **extra}), 400, f"'{field}'", field)
 
 
+def test_tei_rerank_with_texts(url, reranker):
+    r = httpx.post(f"{url}/rerank", json={"query": QUERY, "texts": DOCS, "return_text": True})
+    assert r.status_code == 200, r.text
+    ranked = r.json()
+    assert isinstance(ranked, list) and all(set(x) == {"index", "score", "text"} for x in ranked)
+    expected = expected_ranking(reranker, DOCS)
+    assert [x["index"] for x in ranked] == [i for i, _ in expected]
+    assert np.allclose([x["score"] for x in ranked], [s for _, s in expected], atol=SAME_ARTIFACT_TOL)
+    assert [x["text"] for x in ranked] == [DOCS[i] for i, _ in expected]
+    plain = httpx.post(f"{url}/rerank", json={"query": QUERY, "texts": DOCS}).json()
+    assert all("text" not in x for x in plain)
+
+
+def test_tei_truncate_false_refuses_what_it_would_cut(url, reranker):
+    too_long = "Paris is the capital and largest city of France. " * 60  # over the 512-token max length
+    body = {"query": QUERY, "texts": ["short", too_long]}
+    assert_error(httpx.post(f"{url}/rerank", json=body), 413, "texts[1] is longer", "texts")
+    cut = httpx.post(f"{url}/rerank", json={**body, "truncate": True})
+    assert cut.status_code == 200 and len(cut.json()) == 2
+    assert_error(httpx.post(f"{url}/rerank", json={**body, "raw_scores": True}), 400, "'raw_scores'", "raw_scores")
+    assert_error(httpx.post(f"{url}/rerank", json={**body, "top_n": 1}), 400, "'top_n'", "top_n")
+
+
 def test_harmless_defaults_are_accepted(url):
     body = {"query": QUERY, "documents": DOCS, "use_activation": True, "priority": 0, "raw_scores": False,
-            "return_text": False, "truncate_prompt_tokens": -1, "model": MODEL}
+            "truncation_direction": "right", "truncate_prompt_tokens": -1, "model": MODEL}
     assert httpx.post(f"{url}/v1/rerank", json=body).status_code == 200
 
 
