@@ -6,9 +6,12 @@ Each subcommand lives in `commands/<name>.py` with `add_arguments(parser)` and `
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 
 from .commands import COMMANDS
 from .errors import RerankExportError
@@ -39,9 +42,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _OursOrErrors(logging.Filter):
+    """Our lines at the chosen level; other libraries' (onnxruntime's "consider pre-processing before
+    quantization" hint, for one) only from ERROR up. --verbose shows everything."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.name.startswith("rerank_export") or record.levelno >= logging.ERROR
+
+
 def _configure_logging(verbose: bool, quiet: bool) -> None:
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    root = logging.getLogger()
+    before = list(root.handlers)
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
+    if not verbose:  # only on the handler we made: an embedding program's (or pytest's) stay as they are
+        for handler in root.handlers:
+            if handler not in before:
+                handler.addFilter(_OursOrErrors())
     try:
         from transformers.utils import logging as hf_logging
 
@@ -49,6 +66,29 @@ def _configure_logging(verbose: bool, quiet: bool) -> None:
         hf_logging.disable_progress_bar()
     except ImportError:
         pass
+
+
+def _quiet_torch() -> None:
+    """torch logs through its own handlers (its onnx exporter warns that torchvision is missing, dynamo
+    prints metrics at exit); TORCH_LOGS is read when torch is imported, set_logs once it has been."""
+    if "torch" in sys.modules:
+        import torch._logging
+
+        torch._logging.set_logs(all=logging.ERROR)
+    else:
+        os.environ.setdefault("TORCH_LOGS", "-all")
+
+
+@contextlib.contextmanager
+def _quiet_libraries(verbose: bool) -> Iterator[None]:
+    """Libraries' Python warnings speak to their developers, not to ours: hidden unless --verbose."""
+    if verbose:
+        yield
+        return
+    _quiet_torch()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -68,7 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.quiet = getattr(args, "quiet", False)
     _configure_logging(args.verbose, args.quiet)
     try:
-        return int(args.run(args) or 0)
+        with _quiet_libraries(args.verbose):
+            return int(args.run(args) or 0)
     except RerankExportError as exc:
         if args.verbose:
             log.exception("failed")
