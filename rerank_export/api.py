@@ -15,6 +15,8 @@ from typing import Any
 
 RERANK_ROUTES = ("/v1/rerank", "/v2/rerank", "/rerank")
 SCORE_ROUTES = ("/score", "/v1/score")
+# vLLM's score request shapes, (queries, documents) field names, newest first; `pairs` is ours.
+SCORE_SHAPES = (("queries", "documents"), ("queries", "items"), ("data_1", "data_2"), ("text_1", "text_2"))
 
 COMMON = {
     "model": "must be the served model name (GET /v1/models) if sent; another name is a 404, as in vLLM",
@@ -26,13 +28,18 @@ COMMON = {
 READ = {
     "rerank": {**COMMON,
                "query": "the query (a non-empty string)",
-               "documents": "strings or {'text': string}",
+               "documents": "strings, {'text': string} or vLLM's {'content': [text parts]}",
                "top_n": "the best n results; 0, absent or above the count: all (vLLM)",
                "return_documents": "echo each document's text in results (default true)"},
     "score": {**COMMON,
               "pairs": "[[query, document], ...]",
               "text_1": "one query, or one per document (vLLM)",
-              "text_2": "the documents (vLLM)"},
+              "text_2": "the documents (vLLM)",
+              "queries": "as text_1 (vLLM's current names)",
+              "documents": "as text_2 (vLLM's current names)",
+              "items": "as text_2 (vLLM)",
+              "data_1": "as text_1 (vLLM)",
+              "data_2": "as text_2 (vLLM)"},
     "tei": {"query": "the query (a non-empty string)",
             "texts": "the documents (strings)",
             "return_text": "echo each text in the answer (default false)",
@@ -44,9 +51,7 @@ REFUSED: dict[str, tuple[Any, str]] = {
     "max_chunks_per_doc": (None, "documents are truncated, never chunked: use max_tokens_per_doc"),
     "return_text": (None, "TEI's field: TEI's shape is POST /rerank with 'texts'"),
     "texts": (None, "TEI's field: TEI's shape is POST /rerank with 'query' and 'texts' only"),
-    "queries": (None, "vLLM's 'queries'/'documents' score shape is not served: send 'text_1' and 'text_2'"),
-    "data_1": (None, "vLLM's 'data_1'/'data_2' score shape is not served: send 'text_1' and 'text_2'"),
-    "data_2": (None, "vLLM's 'data_1'/'data_2' score shape is not served: send 'text_1' and 'text_2'"),
+    "padding": (None, "pairs are batched by this server's token budget"),
     "mm_processor_kwargs": (None, "text only"),
     "softmax": (None, "scores are always p(yes)"),
     "activation": (None, "scores are always p(yes): see 'use_activation'"),
@@ -57,6 +62,8 @@ HARMLESS: dict[str, tuple[tuple[Any, ...], str]] = {
     "priority": ((0,), "requests are served in arrival order"),
     "raw_scores": ((False,), "only p(yes) scores are served"),
     "truncation_direction": (("right", "Right"), "documents are cut from their end"),
+    "truncation_side": (("right",), "documents are cut from their end"),
+    "max_tokens_per_query": ((0,), "queries are never cut (vLLM: 0 = no query truncation)"),
 }
 
 

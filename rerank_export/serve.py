@@ -136,12 +136,23 @@ def _optional_str(body: dict[str, Any], key: str) -> str | None:
     return None if value is None else _text(value, key)
 
 
+def _content_text(doc: dict[str, Any]) -> Any:
+    """vLLM's {"content": [{"type": "text", "text": ...}, ...]}: its text parts joined; None if any is not text."""
+    parts = doc["content"]
+    if not isinstance(parts, list) or not all(isinstance(p, dict) and p.get("type") == "text" and
+                                              isinstance(p.get("text"), str) for p in parts):
+        return None  # images and other parts: this is a text-only reranker
+    return "".join(p["text"] for p in parts)
+
+
 def _document_text(doc: Any, index: int, key: str = "documents") -> str:
-    if isinstance(doc, dict) and "text" in doc:
+    if isinstance(doc, dict) and set(doc) == {"text"}:
         doc = doc["text"]
+    elif isinstance(doc, dict) and set(doc) == {"content"}:
+        doc = _content_text(doc)
     if not isinstance(doc, str):
-        raise RequestError(400, f"{key}[{index}] must be a string or {{\"text\": string}}, "
-                                f"got {type(doc).__name__}", param=f"{key}[{index}]")
+        raise RequestError(400, f"'{key}[{index}]' must be a string, {{\"text\": string}} or {{\"content\": "
+                                f"[{{\"type\": \"text\", \"text\": string}}]}}", param=f"{key}[{index}]")
     return _text(doc, f"{key}[{index}]")
 
 
@@ -261,14 +272,20 @@ def parse_score(body: Any, limits: Limits) -> ScoreRequest:
 def _score_pairs(body: dict[str, Any], limits: Limits) -> list[tuple[str, str]]:
     if "pairs" in body:
         return _pairs(body["pairs"], limits)
-    if "text_1" not in body or "text_2" not in body:
-        raise RequestError(400, "send 'pairs': [[query, document], ...] or 'text_1' and 'text_2'")
-    docs = _documents(body["text_2"] if isinstance(body["text_2"], list) else [body["text_2"]], limits, "text_2")
-    queries = body["text_1"] if isinstance(body["text_1"], list) else [body["text_1"]] * len(docs)
+    shape = next((pair for pair in api.SCORE_SHAPES if set(pair) <= set(body)), None)
+    if shape is None:
+        raise RequestError(400, "send 'pairs': [[query, document], ...] or one of " +
+                                ", ".join(f"'{a}' and '{b}'" for a, b in api.SCORE_SHAPES))
+    first, second = shape
+    docs = _documents(body[second] if isinstance(body[second], list) else [body[second]], limits, second)
+    queries = body[first] if isinstance(body[first], list) else [body[first]]
+    if len(queries) == 1:  # one query for every document, as vLLM does
+        queries = queries * len(docs)
     if len(queries) != len(docs):
-        raise RequestError(400, f"'text_1' has {len(queries)} items and 'text_2' {len(docs)}; give one query "
-                                "or one per document", param="text_1")
-    return [(_query(q, f"text_1[{i}]"), d) for i, (q, d) in enumerate(zip(queries, docs))]
+        raise RequestError(400, f"'{first}' has {len(queries)} items and '{second}' {len(docs)}; give one "
+                                "query or one per document", param=first)
+    return [(_query(_document_text(q, i, first), f"{first}[{i}]"), d)
+            for i, (q, d) in enumerate(zip(queries, docs))]
 
 
 def _check_budget(reranker: Any, pairs: list[tuple[str, str]], instruction: str | None, limit: int) -> None:

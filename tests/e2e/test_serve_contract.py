@@ -3,6 +3,11 @@ ClientV2) calling it on 127.0.0.1; every field honoured or refused by name; trun
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+from pathlib import Path
+
 import httpx
 import numpy as np
 import pytest
@@ -113,7 +118,11 @@ REFUSED = [  # fields clients send that this server does not implement: a 400 na
     ("priority", "/v1/rerank", {"priority": 5}, "priority"),
     ("other template kwargs", "/v1/rerank", {"chat_template_kwargs": {"enable_thinking": True}},
      "chat_template_kwargs"),
-    ("score's data_1", "/score", {"data_1": "q"}, "data_1"),
+    ("score's padding", "/score", {"padding": "max_length"}, "padding"),
+    ("query truncation", "/score", {"max_tokens_per_query": 3}, "max_tokens_per_query"),
+    ("a document with a title", "/v1/rerank", {"documents": [{"text": "a", "title": "b"}]}, "documents[0]"),
+    ("an image part", "/v1/rerank", {"documents": [{"content": [{"type": "image_url", "image_url": "x"}]}]},
+     "documents[0]"),
     ("top_n on /score", "/score", {"top_n": 1}, "top_n"),
     ("max_tokens_per_doc 0", "/v2/rerank", {"max_tokens_per_doc": 0}, "max_tokens_per_doc"),
 ]
@@ -158,3 +167,42 @@ def test_models_lists_openai_fields(url):
     card = httpx.get(f"{url}/v1/models").json()["data"][0]
     assert card["id"] == MODEL and card["object"] == "model" and card["owned_by"]
     assert isinstance(card["created"], int) and card["created"] > 0
+
+
+SCORE_SHAPES = [{"text_1": QUERY, "text_2": DOCS}, {"text_1": [QUERY], "text_2": DOCS},
+                {"queries": QUERY, "documents": DOCS}, {"queries": [QUERY], "items": DOCS},
+                {"data_1": QUERY, "data_2": DOCS}, {"pairs": [[QUERY, d] for d in DOCS]},
+                {"queries": QUERY, "documents": [{"content": [{"type": "text", "text": d}]} for d in DOCS]}]
+
+
+@pytest.mark.parametrize("body", SCORE_SHAPES, ids=[",".join(b) for b in SCORE_SHAPES])
+def test_vllm_score_shapes(url, reranker, body):
+    r = httpx.post(f"{url}/v1/score", json=body)
+    assert r.status_code == 200, r.text
+    expected = reranker.score([(QUERY, d) for d in DOCS])
+    assert np.allclose([x["score"] for x in r.json()["data"]], expected, atol=SAME_ARTIFACT_TOL)
+
+
+VLLM_PYTHON = Path(os.environ.get("RERANK_EXPORT_VLLM_PYTHON",
+                                  Path.home() / ".cache/rerank-export/venv-vllm/bin/python"))
+VALIDATE = """
+import json, sys
+try:
+    from vllm.entrypoints.pooling.scoring.protocol import RerankResponse, ScoreResponse
+except ImportError:
+    from vllm.entrypoints.openai.protocol import RerankResponse, ScoreResponse
+rerank, score = json.load(sys.stdin)
+RerankResponse.model_validate(rerank)
+ScoreResponse.model_validate(score)
+print("valid")
+"""
+
+
+@pytest.mark.vllm
+@pytest.mark.skipif(not VLLM_PYTHON.is_file(), reason=f"{VLLM_PYTHON} not found (scripts/vllm-venv.sh)")
+def test_vllm_own_response_models_accept_our_answers(url):
+    rerank = httpx.post(f"{url}/v1/rerank", json={"query": QUERY, "documents": DOCS}).json()
+    score = httpx.post(f"{url}/score", json={"queries": QUERY, "documents": DOCS}).json()
+    done = subprocess.run([str(VLLM_PYTHON), "-c", VALIDATE], input=json.dumps([rerank, score]),
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0 and done.stdout.strip().endswith("valid"), done.stderr[-2000:]
