@@ -50,10 +50,11 @@ def _front_matter(manifest: Manifest, family: str) -> list[str]:
 
 def _contract_lines(manifest: Manifest) -> list[str]:
     return ["## How it scores", "",
-            f"One prompt per (instruction, query, document) in the model card's template "
-            f"(`{manifest.template}`); the score is p(yes) = sigmoid(logit), the single logit being "
-            f"logit_yes - logit_no at the last position (token ids yes {manifest.yes_id}, no {manifest.no_id}). "
-            f"Documents longer than {manifest.max_length:,} tokens in all are cut; the template's end never is.", "",
+            (f"One prompt per (instruction, query, document) in the model card's template "
+             f"(`{manifest.template}`); the score is p(yes) = sigmoid(logit), the single logit being "
+             f"logit_yes - logit_no at the last position (token ids yes {manifest.yes_id}, no {manifest.no_id}). "
+             f"Documents longer than {manifest.max_length:,} tokens in all are cut; the template's end never is."),
+            "",
             "```text", PREFIX + BODY_TEMPLATE + SUFFIX,
             "```", "", f"Default instruction: \"{DEFAULT_INSTRUCTION}\".", ""]
 
@@ -70,17 +71,17 @@ def _load_lines(family: str) -> list[str]:
             "```", "", "With sentence-transformers (>= 5.4; the tokenizer's chat template renders the prompt):", "",
             "```python", "from sentence_transformers import CrossEncoder", "",
             "CrossEncoder(\".\").predict([(\"What is the capital of China?\", \"Beijing is the capital.\")])",
-            "```", "", "With vLLM, **`--chat-template` is required**: without it vLLM joins query and document "
-            "without the prompt and every score is silently wrong. `rerank-export serve . --engine vllm "
-            "--print-command` prints the full command sized for your device.", "", "```bash",
+            "```", "", ("With vLLM, **`--chat-template` is required**: without it vLLM joins query and document "
+                        "without the prompt and every score is silently wrong. `rerank-export serve . --engine vllm "
+                        "--print-command` prints the full command sized for your device."), "", "```bash",
             f"vllm serve . --runner pooling --chat-template ./chat_template.jinja{quantization}", "```", ""]
 
 
 def _onnx_lines() -> list[str]:
     return ["## Load it", "", "With rerank-export:", "", "```python", "import rerank_export", "",
             "reranker = rerank_export.load(\".\")", "```", "",
-            "With onnxruntime alone: inputs `input_ids` and `attention_mask` (int64, batch x length, left "
-            "padding), output `logit` (one per row); tokenize the prompt above with the tokenizer in this folder.",
+            ("With onnxruntime alone: inputs `input_ids` and `attention_mask` (int64, batch x length, left "
+             "padding), output `logit` (one per row); tokenize the prompt above with the tokenizer in this folder."),
             "", "```python", "import onnxruntime as ort", "",
             "session = ort.InferenceSession(\"model.onnx\")",
             "logits = session.run([\"logit\"], {\"input_ids\": ids, \"attention_mask\": mask})[0]",

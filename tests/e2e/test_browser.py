@@ -82,7 +82,7 @@ def test_an_empty_query_shows_the_servers_message(page_url, browser):
 
 
 def test_top_n_and_max_tokens_per_document_reach_the_server(page_url, browser):
-    url, reranker = page_url
+    url, _reranker = page_url
     docs = ["Paris is the capital of France.", "Bananas are yellow.", "Paris, France: the capital city " * 10]
     page = browser.new_page()
     page.goto(url + "/")
