@@ -9,6 +9,10 @@ HTTP status; and the server keeps serving.
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
+import functools
+import gc
 import hmac
 import json
 import logging
@@ -17,7 +21,9 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Collection
+from collections import deque
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -37,7 +43,16 @@ DEFAULT_MAX_BODY_BYTES = 8 * 2**20
 # 128 documents of 1,024 tokens: about a minute of the 0.6B model on 2 CPU cores (README, "Which artifact").
 DEFAULT_MAX_REQUEST_TOKENS = 131072
 DEFAULT_REQUEST_TIMEOUT_S = 300.0
-CHUNK_PAIRS = 16  # between chunks a request checks for a gone client or its timeout, and others get the model
+# A request's header block, and then its body, must each arrive within this; slower ones (slowloris, a body that
+# stops) are closed. An 8 MiB body (the default cap) in 30 s needs about 2.3 Mbit/s.
+DEFAULT_READ_TIMEOUT_S = 30.0
+# Between chunks a request checks for a gone client or its timeout, and waiting requests take their turn: a
+# one-document request waits for at most one chunk of another's, however many documents that one has.
+CHUNK_PAIRS = 16
+CHUNK_TOKENS = 4096  # a chunk of long documents ends earlier (a pair longer than this is a chunk of its own)
+# After a request of this many tokens the freed activations go back to the OS (gc, then glibc's malloc_trim):
+# without it one 8,192-token document leaves the process at its peak RSS for good.
+RELEASE_AFTER_TOKENS = 2048
 OPEN_PATHS = {"/", "/health", "/favicon.ico"}  # the page and probes work without the key
 MAX_JSON_DEPTH = 16  # our bodies nest 4 deep; a bound keeps every later step off Python's recursion limit
 MAX_INT_DIGITS = 20  # longer integers are refused by name instead of hitting Python's 4,300-digit limit
@@ -60,12 +75,13 @@ class PortUnavailable(RerankExportError):
 
 
 class RequestError(Exception):
-    """A request the server refuses, with its HTTP status."""
+    """A request the server refuses, with its HTTP status (and headers to send with it, if any)."""
 
     def __init__(self, status: int, message: str, kind: str = "invalid_request_error",
-                 param: str | None = None) -> None:
+                 param: str | None = None, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status, self.message, self.kind, self.param = status, message, kind, param
+        self.headers = headers
 
 
 class Cancelled(Exception):
@@ -78,6 +94,7 @@ class Limits:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_request_tokens: int = DEFAULT_MAX_REQUEST_TOKENS  # documents x tokens, after truncation
     request_timeout: float = DEFAULT_REQUEST_TIMEOUT_S
+    read_timeout: float = DEFAULT_READ_TIMEOUT_S  # for the header block, then for the body
 
 
 @dataclass(frozen=True)
@@ -288,15 +305,17 @@ def _score_pairs(body: dict[str, Any], limits: Limits) -> list[tuple[str, str]]:
             for i, (q, d) in enumerate(zip(queries, docs))]
 
 
-def _check_budget(reranker: Any, pairs: list[tuple[str, str]], instruction: str | None, limit: int) -> None:
-    """Refuse a request whose pairs hold more tokens (after truncation) than one request may."""
-    tokens = 0
+def _pair_tokens(reranker: Any, pairs: list[tuple[str, str]], instruction: str | None, limit: int) -> list[int]:
+    """Each pair's token count (after truncation); a request over `limit` tokens in all is refused."""
+    counts, total = [], 0
     for query, document in pairs:
-        tokens += len(reranker.contract.encode(query, document, instruction).input_ids)
-        if tokens > limit:
+        counts.append(len(reranker.contract.encode(query, document, instruction).input_ids))
+        total += counts[-1]
+        if total > limit:
             raise RequestError(413, f"{len(pairs)} documents hold more than this server's budget of {limit} tokens "
                                     "per request (--max-request-tokens): send fewer or shorter documents, or "
                                     "split the request", param="documents")
+    return counts
 
 
 def _document_cap(reranker: Any, query: str, options: Options) -> int | None:
@@ -328,19 +347,93 @@ def truncate_documents(reranker: Any, pairs: list[tuple[str, str]],
     return out, cut
 
 
+class Turns:
+    """The model, one chunk at a time, first come first served.
+
+    A request that has scored a chunk queues again behind the requests already waiting, so requests take
+    turns chunk by chunk and a one-document request waits for one chunk of a large one, not for all of it.
+    (The Reranker's threading.Lock promises no order: the thread that releases it usually takes it again.)
+    """
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._queue: deque[threading.Event] = deque()
+        self._busy = False
+
+    @property
+    def waiting(self) -> int:
+        """How many requests wait for their turn (for tests and logs)."""
+        with self._guard:
+            return len(self._queue)
+
+    @contextmanager
+    def turn(self) -> Iterator[None]:
+        with self._guard:
+            mine = threading.Event() if self._busy else None
+            if mine is not None:
+                self._queue.append(mine)
+            self._busy = True
+        if mine is not None:
+            mine.wait()  # set by the holder's release: the turn is handed over, never raced for
+        try:
+            yield
+        finally:
+            with self._guard:
+                if self._queue:
+                    self._queue.popleft().set()
+                else:
+                    self._busy = False
+
+
+def chunk_bounds(counts: list[int], max_pairs: int = CHUNK_PAIRS, max_tokens: int = CHUNK_TOKENS) -> list[range]:
+    """Consecutive index ranges of at most max_pairs pairs and max_tokens tokens (at least one pair each)."""
+    chunks, start, tokens = [], 0, 0
+    for i, count in enumerate(counts):
+        if i > start and (i - start >= max_pairs or tokens + count > max_tokens):
+            chunks.append(range(start, i))
+            start, tokens = i, 0
+        tokens += count
+    return [*chunks, range(start, len(counts))] if counts else chunks
+
+
+def release_memory() -> None:
+    """Hand freed memory back to the OS: Python's cycles, then glibc's free heap pages (no-op elsewhere)."""
+    gc.collect()
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.lru_cache(maxsize=1)
+def _malloc_trim() -> Any:
+    name = ctypes.util.find_library("c")
+    try:
+        return getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
+    except OSError:
+        return None
+
+
 def score_chunks(reranker: Any, pairs: list[tuple[str, str]], options: Options, limits: Limits,
-                 cancel: threading.Event) -> tuple[list[float], int, list[int]]:
-    """Scores, tokens and truncated indices, CHUNK_PAIRS at a time, stopping once `cancel` is set."""
+                 cancel: threading.Event, turns: Turns | None = None) -> tuple[list[float], int, list[int]]:
+    """Scores, tokens and truncated indices, a chunk per turn, stopping once `cancel` is set.
+
+    Each pair's score is its own (the runtime pads and masks), so cutting a request into chunks, or taking
+    turns with other requests between them, changes no score.
+    """
     pairs, cut = truncate_documents(reranker, pairs, options)
-    _check_budget(reranker, pairs, options.instruction, limits.max_request_tokens)
+    counts = _pair_tokens(reranker, pairs, options.instruction, limits.max_request_tokens)
+    turns = turns or Turns()
     scores: list[float] = []
     tokens, truncated = 0, set(cut)
-    for start in range(0, len(pairs), CHUNK_PAIRS):
-        if cancel.is_set():
-            raise Cancelled
-        s, t, tr = reranker.score_with_usage(pairs[start:start + CHUNK_PAIRS], options.instruction)
+    for chunk in chunk_bounds(counts):
+        with turns.turn():
+            if cancel.is_set():  # checked with the turn in hand: a request cancelled while queued scores nothing
+                raise Cancelled
+            s, t, tr = reranker.score_with_usage(pairs[chunk.start:chunk.stop], options.instruction)
         scores, tokens = scores + s, tokens + t
-        truncated.update(start + i for i in tr)
+        truncated.update(chunk.start + i for i in tr)
+    if tokens >= RELEASE_AFTER_TOKENS:
+        release_memory()
     return scores, tokens, sorted(truncated)
 
 
@@ -349,10 +442,10 @@ def _usage(tokens: int, truncated: list[int]) -> dict[str, Any]:
     return {"prompt_tokens": tokens, "total_tokens": tokens, "truncated_documents": truncated}
 
 
-def rerank_response(reranker: Any, req: RerankRequest, model: str, limits: Limits,
+def rerank_response(reranker: Any, req: RerankRequest, model: str, limits: Limits, turns: Turns,
                     cancel: threading.Event) -> dict[str, Any]:
     scores, tokens, truncated = score_chunks(reranker, [(req.query, d) for d in req.documents],
-                                             req.options, limits, cancel)
+                                             req.options, limits, cancel, turns)
     order = sorted(range(len(scores)), key=lambda i: -scores[i])[:req.top_n]  # stable: ties keep input order
     results = [{"index": i, "relevance_score": scores[i],
                 **({"document": {"text": req.documents[i]}} if req.return_documents else {})} for i in order]
@@ -360,9 +453,11 @@ def rerank_response(reranker: Any, req: RerankRequest, model: str, limits: Limit
             "usage": _usage(tokens, truncated)}
 
 
-def tei_response(reranker: Any, req: TeiRequest, limits: Limits, cancel: threading.Event) -> list[dict[str, Any]]:
+def tei_response(reranker: Any, req: TeiRequest, limits: Limits, turns: Turns,
+                 cancel: threading.Event) -> list[dict[str, Any]]:
     """TEI's answer: a bare list of {index, score[, text]}, best first."""
-    scores, _, truncated = score_chunks(reranker, [(req.query, t) for t in req.texts], Options(), limits, cancel)
+    scores, _, truncated = score_chunks(reranker, [(req.query, t) for t in req.texts], Options(), limits, cancel,
+                                        turns)
     if truncated and not req.truncate:  # TEI refuses over-long input unless asked to truncate
         raise RequestError(413, f"texts[{truncated[0]}] is longer than this server's max length of "
                                 f"{reranker.max_length} tokens; send 'truncate': true to cut it", param="texts")
@@ -370,9 +465,9 @@ def tei_response(reranker: Any, req: TeiRequest, limits: Limits, cancel: threadi
     return [{"index": i, "score": scores[i], **({"text": req.texts[i]} if req.return_text else {})} for i in order]
 
 
-def score_response(reranker: Any, req: ScoreRequest, model: str, limits: Limits,
+def score_response(reranker: Any, req: ScoreRequest, model: str, limits: Limits, turns: Turns,
                    cancel: threading.Event) -> dict[str, Any]:
-    scores, tokens, truncated = score_chunks(reranker, req.pairs, req.options, limits, cancel)
+    scores, tokens, truncated = score_chunks(reranker, req.pairs, req.options, limits, cancel, turns)
     return {"id": f"score-{uuid.uuid4().hex}", "object": "list", "model": model,
             "data": [{"index": i, "object": "score", "score": s} for i, s in enumerate(scores)],
             "usage": _usage(tokens, truncated)}
@@ -459,10 +554,12 @@ class Guard:
         self.allowed_hosts = None if "*" in allowed_hosts else {h.lower() for h in allowed_hosts}
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        refusal = self.refusal(scope) if scope["type"] == "http" else None
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        refusal = self.refusal(scope)
         if refusal is not None:
             return await refusal(scope, receive, send)
-        await self.app(scope, receive, send)
+        await self.app(scope, body_deadline(receive, self.limits.read_timeout), send)
 
     def refusal(self, scope: dict) -> Any:
         from starlette.datastructures import Headers
@@ -487,6 +584,27 @@ class Guard:
         if re.fullmatch(r"[0-9]{1,30}", length) and int(length) > self.limits.max_body_bytes:
             return _error(413, f"body of {length} bytes is over the cap of {self.limits.max_body_bytes} bytes")
         return None
+
+
+def body_deadline(receive: Any, seconds: float) -> Any:
+    """`receive`, raising a 408 (and closing the connection) when the body has not all arrived `seconds` after
+    the headers; a trickled body counts as late as a stalled one. Messages after the body pass as they are."""
+    deadline, done = time.monotonic() + seconds, False
+
+    async def bounded() -> Any:
+        nonlocal done
+        if done:
+            return await receive()
+        try:
+            message = await asyncio.wait_for(receive(), max(deadline - time.monotonic(), 0.0))
+        except asyncio.TimeoutError:
+            log.info("closing a connection whose body took more than %gs", seconds)
+            raise RequestError(408, f"the body did not arrive within this server's {seconds:g} s (--read-timeout)",
+                               headers={"Connection": "close"}) from None
+        done = message["type"] != "http.request" or not message.get("more_body", False)
+        return message
+
+    return bounded
 
 
 def _parse_constant(name: str) -> Any:
@@ -599,7 +717,7 @@ def _install_error_handlers(app: Any) -> None:
 
     @app.exception_handler(RequestError)
     async def refused(request: Any, exc: RequestError) -> Any:
-        return _error(exc.status, exc.message, exc.kind, exc.param)
+        return _error(exc.status, exc.message, exc.kind, exc.param, exc.headers)
 
     @app.exception_handler(HTTPException)
     async def routing(request: Any, exc: HTTPException) -> Any:
@@ -618,13 +736,15 @@ def _install_error_handlers(app: Any) -> None:
 def _install_routes(app: Any, reranker: Any, model: str, limits: Limits) -> None:
     from fastapi.responses import HTMLResponse
 
+    turns = app.state.turns = Turns()  # one queue for the one model, shared by every scoring route
+
     async def rerank(request: Request) -> Any:
         body = await read_json(request, limits)
         if request.url.path == "/rerank" and isinstance(body, dict) and "texts" in body:
-            return await run_bounded(request, limits, tei_response, reranker, parse_tei(body, limits), limits)
+            return await run_bounded(request, limits, tei_response, reranker, parse_tei(body, limits), limits, turns)
         req = parse_rerank(body, limits)
         check_model(body, model)
-        return await run_bounded(request, limits, rerank_response, reranker, req, model, limits)
+        return await run_bounded(request, limits, rerank_response, reranker, req, model, limits, turns)
 
     for path in api.RERANK_ROUTES:
         app.add_api_route(path, rerank, methods=["POST"])
@@ -633,7 +753,7 @@ def _install_routes(app: Any, reranker: Any, model: str, limits: Limits) -> None
         body = await read_json(request, limits)
         req = parse_score(body, limits)
         check_model(body, model)
-        return await run_bounded(request, limits, score_response, reranker, req, model, limits)
+        return await run_bounded(request, limits, score_response, reranker, req, model, limits, turns)
 
     for path in api.SCORE_ROUTES:
         app.add_api_route(path, score, methods=["POST"])
@@ -673,9 +793,84 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def run_server(app: Any, sock: socket.socket, log_level: str = "info") -> None:
+def server_config(app: Any, host: str, port: int, limits: Limits = Limits(), log_level: str = "info") -> Any:
+    """uvicorn's Config for `app`: h11 with read deadlines (see read_deadline_protocol)."""
+    import uvicorn
+
+    return uvicorn.Config(app, host=host, port=port, log_level=log_level,
+                          http=functools.partial(read_deadline_protocol(), read_timeout=limits.read_timeout))
+
+
+def run_server(app: Any, sock: socket.socket, log_level: str = "info", limits: Limits = Limits()) -> None:
     """uvicorn on an already-bound socket (see bind)."""
     import uvicorn
 
     host, port = sock.getsockname()[:2]
-    uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level)).run(sockets=[sock])
+    uvicorn.Server(server_config(app, host, port, limits, log_level)).run(sockets=[sock])
+
+
+def _timeout_response(seconds: float) -> bytes:
+    body = json.dumps(error_body(408, f"the request's headers did not arrive within this server's {seconds:g} s "
+                                      "(--read-timeout)")).encode()
+    return (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
+            b"content-length: %d\r\n\r\n%s" % (len(body), body))
+
+
+@functools.lru_cache(maxsize=1)
+def read_deadline_protocol() -> type:
+    """uvicorn's h11 protocol with a deadline on reading each request.
+
+    uvicorn bounds only the idle time between requests (timeout_keep_alive) and has no header timeout: a
+    client that sends half a header block, or stops mid-body after being answered without its body being
+    read (a 413 or 415), holds its connection for ever. Here each wait for a request (from the connection,
+    or from the previous answer) has `read_timeout` for the headers to arrive; past it the connection gets a
+    408 and is closed. The body's own deadline is body_deadline's, inside the app, which answers a 408; if
+    the app has already answered, the protocol closes the connection after a second `read_timeout`.
+    """
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class ReadDeadlineH11(H11Protocol):
+        def __init__(self, *args: Any, read_timeout: float, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.read_timeout = read_timeout
+            self.read_timer: asyncio.TimerHandle | None = None
+            self.waiting_after: Any = None  # the request answered before this wait (None: a new connection)
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self.arm_read_timer()
+
+        def on_response_complete(self) -> None:
+            self.arm_read_timer()  # before super(): a pipelined request may start in there
+            super().on_response_complete()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self.read_timer is not None:
+                self.read_timer.cancel()
+            super().connection_lost(exc)
+
+        def arm_read_timer(self) -> None:
+            if self.read_timer is not None:
+                self.read_timer.cancel()
+            self.waiting_after = self.cycle
+            self.read_timer = self.loop.call_later(self.read_timeout, self.read_timed_out)
+
+        def read_timed_out(self) -> None:
+            self.read_timer = None
+            cycle = self.cycle
+            if self.transport.is_closing() or (cycle is not self.waiting_after and not cycle.more_body):
+                return  # gone, or the whole request arrived
+            if cycle is self.waiting_after:  # no new request's headers: a half-sent or never-sent one
+                if self.conn.trailing_data[0]:  # bytes of a request arrived: say why it is closed
+                    self.transport.write(_timeout_response(self.read_timeout))
+                log.info("closing a connection from %s: no complete request headers within %gs",
+                         self.client, self.read_timeout)
+                self.transport.close()
+            elif cycle.response_complete:  # answered without its body, which is still coming: stop waiting
+                log.info("closing a connection from %s: the rest of an answered request's body never came",
+                         self.client)
+                self.transport.close()
+            else:  # the app is reading the body under body_deadline, which will answer a 408; a backstop
+                self.read_timer = self.loop.call_later(self.read_timeout, self.read_timed_out)
+
+    return ReadDeadlineH11

@@ -20,6 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         DEFAULT_MAX_BODY_BYTES,
         DEFAULT_MAX_DOCUMENTS,
         DEFAULT_MAX_REQUEST_TOKENS,
+        DEFAULT_READ_TIMEOUT_S,
         DEFAULT_REQUEST_TIMEOUT_S,
         host_list,
         positive_seconds,
@@ -45,6 +46,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--request-timeout", type=positive_seconds, default=DEFAULT_REQUEST_TIMEOUT_S,
                         metavar="SECONDS", help="stop scoring a request after this long and answer 408 (default "
                                                 f"{DEFAULT_REQUEST_TIMEOUT_S:g})")
+    parser.add_argument("--read-timeout", type=positive_seconds, default=DEFAULT_READ_TIMEOUT_S,
+                        metavar="SECONDS", help="close a connection whose request headers, or then its body, take "
+                                                f"longer than this to arrive (slowloris; default "
+                                                f"{DEFAULT_READ_TIMEOUT_S:g}); a 408 says so")
     parser.add_argument("--max-body", type=size_bytes, default=DEFAULT_MAX_BODY_BYTES, metavar="SIZE",
                         help="largest request body, e.g. 8MiB (default 8MiB)")
     parser.add_argument("--no-prefix-reuse", action="store_true",
@@ -75,7 +80,8 @@ def _run_builtin(args: argparse.Namespace, api_key: str | None) -> int:
     from ..runtime import load
     from ..serve import Limits, bind, create_app, default_allowed_hosts, run_server
 
-    limits = Limits(args.max_documents, args.max_body, args.max_request_tokens, args.request_timeout)
+    limits = Limits(args.max_documents, args.max_body, args.max_request_tokens, args.request_timeout,
+                    args.read_timeout)
     try:
         import uvicorn  # noqa: F401
     except ImportError:
@@ -87,13 +93,13 @@ def _run_builtin(args: argparse.Namespace, api_key: str | None) -> int:
                      args.allowed_hosts or default_allowed_hosts(args.host))
     print(f"serving {reranker.folder} ({reranker.format}) on http://{args.host}:{sock.getsockname()[1]}/ "
           f"(POST /v1/rerank; try-it page at /)", flush=True)
-    run_server(app, sock, log_level="warning" if args.quiet else "info")
+    run_server(app, sock, log_level="warning" if args.quiet else "info", limits=limits)
     return 0
 
 
 def _vllm_decision(args: argparse.Namespace) -> tuple[Decision, dict]:
-    from ..runtime import device_facts, plan, resolve_device
-    from ..select import FormatTraits, choose_artifact
+    from ..host import device_facts, resolve_device
+    from ..select import FormatTraits, choose_artifact, plan
     from ..vllm_command import is_original_checkpoint, original_checkpoint_manifest
 
     kind = resolve_device(args.device)  # cuda when a GPU is visible, else vLLM's CPU build
@@ -110,7 +116,7 @@ def _bf16(decision: Decision) -> bool:
     """Whether the device runs bf16 natively (AWQ's activation dtype); unknown GPUs get fp16, which all run."""
     if decision.device.kind == "cpu":
         return decision.device.cpu_bf16
-    from ..runtime import cuda_available
+    from ..host import cuda_available
 
     if not cuda_available():  # planning for a GPU elsewhere (--memory)
         return False

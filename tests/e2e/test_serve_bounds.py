@@ -1,6 +1,7 @@
-"""Work bounds of the real server (issue 12 item 3): a per-request token budget, a timeout, and a request
-whose client leaves stops being scored. A gate around the real reranker holds its first chunk so each case
-is decided by events, never by how fast this machine is."""
+"""Work bounds of the real server (issue 12 item 3): a per-request token budget, a timeout, a request whose
+client leaves stops being scored, a small request takes its turn between a large one's chunks, and slow or
+half-sent requests are closed (raw sockets against the protocol `rerank-export serve` runs). A gate around the
+real reranker holds its first chunk so each case is decided by events, never by how fast this machine is."""
 
 from __future__ import annotations
 
@@ -116,3 +117,157 @@ def test_a_client_that_leaves_stops_its_work(reranker, caplog):
         assert httpx.post(f"{base}/v1/rerank", json={"query": "q", "documents": ["a"]}, timeout=WAIT_S) \
             .status_code == 200
     assert gated.chunks[1:] == [1], f"the abandoned request went on scoring: chunks {gated.chunks}"
+
+
+def test_a_small_request_takes_its_turn_between_the_chunks_of_a_large_one(reranker):
+    """Issue 12 item 3, fairness: a one-document request sent while a three-chunk request is scoring is
+    scored after that request's current chunk, not after all of it (ordering of events, not times)."""
+    gated = GatedReranker(reranker)
+    app = create_app_for(gated)
+    done: list[str] = []
+
+    def post(name: str, documents: list[str]) -> None:
+        r = httpx.post(f"{base}/v1/rerank", json={"query": "q", "documents": documents}, timeout=WAIT_S)
+        assert r.status_code == 200, r.text
+        done.append(name)
+
+    with ServerThread(app) as base:
+        large = threading.Thread(target=post, args=("large", many_documents()))
+        large.start()
+        assert gated.entered.wait(WAIT_S), "the large request never reached the reranker"
+        small = threading.Thread(target=post, args=("small", ["Paris is the capital of France."]))
+        small.start()
+        wait_for(lambda: app.state.turns.waiting == 1, "the small request queued for its turn")
+        gated.gate.set()
+        small.join(WAIT_S)
+        large.join(WAIT_S)
+    from rerank_export.serve import CHUNK_PAIRS
+
+    assert gated.chunks == [CHUNK_PAIRS, 1, CHUNK_PAIRS, CHUNK_PAIRS], f"chunks in scoring order: {gated.chunks}"
+    assert done == ["small", "large"]
+
+
+def test_chunks_are_cut_by_pairs_and_by_tokens():
+    from rerank_export.serve import chunk_bounds
+
+    assert chunk_bounds([10] * 5, max_pairs=2, max_tokens=100) == [range(2), range(2, 4), range(4, 5)]
+    assert chunk_bounds([60, 50, 10, 500, 1], max_pairs=16, max_tokens=100) == \
+        [range(1), range(1, 3), range(3, 4), range(4, 5)]
+    assert chunk_bounds([], max_pairs=2, max_tokens=100) == []
+
+
+def test_scores_do_not_depend_on_the_chunks(reranker):
+    """Cutting a request into chunks changes no score: each pair's score is its own."""
+    import threading as th
+
+    from rerank_export.serve import Limits, Options, score_chunks
+
+    pairs = [("capital of France?", d) for d in DOCS * 12]  # 36 pairs: three chunks of at most 16
+    chunked, _, _ = score_chunks(reranker, pairs, Options(), Limits(), th.Event())
+    whole = reranker.score(pairs)
+    assert max(abs(a - b) for a, b in zip(chunked, whole)) <= 1e-5
+
+
+def create_app_for(reranker, **limits):
+    from rerank_export.serve import Limits, create_app
+
+    return create_app(reranker, "tiny-reranker", limits=Limits(**limits))
+
+
+class DeadlineServer(ServerThread):
+    """ServerThread with the protocol `rerank-export serve` runs (read deadlines), not uvicorn's default."""
+
+    def __init__(self, app, read_timeout: float) -> None:
+        import uvicorn
+
+        from rerank_export.serve import Limits, server_config
+
+        super().__init__(app)
+        self.server = uvicorn.Server(server_config(app, "127.0.0.1", self.port, Limits(read_timeout=read_timeout),
+                                                   log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+
+READ_TIMEOUT_S = 0.5
+
+
+@pytest.fixture
+def slow_server(reranker):
+    with DeadlineServer(create_app_for(reranker, read_timeout=READ_TIMEOUT_S), READ_TIMEOUT_S) as base:
+        yield base, int(base.rsplit(":", 1)[1])
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection (the socket's timeout fails the test)."""
+    received = b""
+    while chunk := sock.recv(65536):
+        received += chunk
+    return received
+
+
+def still_serving(base: str) -> None:
+    r = httpx.post(f"{base}/v1/rerank", json={"query": "q", "documents": ["a"]}, timeout=WAIT_S)
+    assert r.status_code == 200, r.text
+
+
+HALF_SENT = {
+    "nothing": b"",
+    "half a request line": b"POST /v1/rer",
+    "headers without their blank line": b"POST /v1/rerank HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: applica",
+}
+
+
+@pytest.mark.parametrize("sent", HALF_SENT.values(), ids=HALF_SENT.keys())
+def test_a_connection_without_complete_headers_is_closed(slow_server, sent):
+    base, port = slow_server
+    with socket.create_connection(("127.0.0.1", port), timeout=WAIT_S) as sock:
+        sock.sendall(sent)
+        received = read_until_closed(sock)
+    if sent:
+        assert received.startswith(b"HTTP/1.1 408 "), received[:200]
+        assert b"--read-timeout" in received
+    still_serving(base)
+
+
+def test_a_body_that_stops_arriving_gets_a_408_and_the_connection_closes(slow_server):
+    base, port = slow_server
+    with socket.create_connection(("127.0.0.1", port), timeout=WAIT_S) as sock:
+        sock.sendall(b"POST /v1/rerank HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 100\r\n\r\n{\"query\": \"q\", ")
+        received = read_until_closed(sock)
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408 ") and b"connection: close" in head.lower(), received[:300]
+    assert b"--read-timeout" in body
+    still_serving(base)
+
+
+def test_a_refused_request_whose_body_keeps_coming_is_closed(slow_server):
+    """Answered (415) without its body being read: the rest of the body may not hold the connection."""
+    base, port = slow_server
+    with socket.create_connection(("127.0.0.1", port), timeout=WAIT_S) as sock:
+        sock.sendall(b"POST /v1/rerank HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\n"
+                     b"Content-Length: 100\r\n\r\nabc")
+        received = read_until_closed(sock)
+    assert received.startswith(b"HTTP/1.1 415 "), received[:200]
+    still_serving(base)
+
+
+def test_a_kept_alive_connection_is_closed_when_its_next_request_stalls(slow_server):
+    base, port = slow_server
+    with socket.create_connection(("127.0.0.1", port), timeout=WAIT_S) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        first = b""
+        while b"}" not in first:
+            first += sock.recv(65536)
+        assert first.startswith(b"HTTP/1.1 200 "), first[:200]
+        sock.sendall(b"GET /hea")  # the next request, half sent: it stops the keep-alive timer
+        received = read_until_closed(sock)
+    assert received.startswith(b"HTTP/1.1 408 "), received[:200]
+    still_serving(base)
+
+
+def test_serve_has_a_read_timeout_flag():
+    from rerank_export.cli import build_parser
+
+    args = build_parser().parse_args(["serve", "artifacts", "--read-timeout", "2.5"])
+    assert args.read_timeout == 2.5
