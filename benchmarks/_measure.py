@@ -18,18 +18,12 @@ from typing import Any
 
 import numpy as np
 
-
-def peak_rss() -> int:
-    """This process's peak resident set size in bytes (VmHWM)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return 0
+from rerank_export.memory import peak_rss_bytes
 
 
 def export(args: argparse.Namespace) -> dict[str, Any]:
     """Run one format's exporter; the time excludes loading the fp32 source (shared by every format)."""
+    from rerank_export.export import export_formats
     from rerank_export.formats import get_format
     from rerank_export.reference import SourceModel
 
@@ -37,11 +31,11 @@ def export(args: argparse.Namespace) -> dict[str, Any]:
     start = time.perf_counter()
     source = SourceModel(args.model)
     loaded = time.perf_counter()
-    manifest = spec.exporter(source, Path(args.out), spec, dict(spec.options or {}))
+    (manifest,) = export_formats(args.model, None, Path(args.out), [spec.name], source=source)
     done = time.perf_counter()
     folder = Path(args.out) / spec.name
     return {"format": spec.name, "load_source_s": loaded - start, "export_s": done - loaded,
-            "export_peak_rss": peak_rss(), "bytes": sum(f["bytes"] for f in manifest.files.values()),
+            "export_peak_rss": peak_rss_bytes(), "bytes": sum(f["bytes"] for f in manifest.files.values()),
             "weight_bytes": manifest.memory.weight_bytes, "folder": str(folder)}
 
 
@@ -71,7 +65,7 @@ def score(args: argparse.Namespace) -> dict[str, Any]:
         times.append(time.perf_counter() - t)
     best = min(times)
     return {"format": spec.name, "load_s": load_s, "batch_s": best, "pairs_per_s": args.batch / best,
-            "score_peak_rss": peak_rss(), "finite": bool(np.isfinite(out).all()), "threads": args.threads}
+            "score_peak_rss": peak_rss_bytes(), "finite": bool(np.isfinite(out).all()), "threads": args.threads}
 
 
 def main(argv: list[str] | None = None) -> int:

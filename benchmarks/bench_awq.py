@@ -18,7 +18,7 @@ from pathlib import Path
 from realshape import build_real_shape
 
 from rerank_export.export import export_formats
-from rerank_export.formats.common import peak_rss_bytes
+from rerank_export.memory import peak_rss_bytes
 from rerank_export.reference import SourceModel
 
 ROOT = Path(__file__).resolve().parent

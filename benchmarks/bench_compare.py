@@ -99,7 +99,7 @@ def _runtime_scorer(folder: str, prefix_reuse: bool):
 def worker(kind: str, target: str, docs: int, batch: int, length: int) -> dict:
     import torch
 
-    from rerank_export.formats.common import peak_rss_bytes, reset_peak_rss, rss_bytes
+    from rerank_export.memory import peak_rss_bytes, reset_peak_rss, rss_bytes
 
     torch.set_num_threads(2)
     makers = {"model-card": lambda: _model_card_scorer(target, batch),

@@ -47,7 +47,7 @@ def tree_rss(pid: int) -> int:
 
 
 def vllm_row(folder: Path, python: str, docs: int, length: int, prefix_caching: bool) -> dict:
-    from rerank_export.runtime import device_facts
+    from rerank_export.host import device_facts
     from rerank_export.select import choose_artifact, traits_from_formats
     from rerank_export.vllm_command import build_command, read_config, settings_from
     from rerank_export.vllm_server import VllmServer

@@ -25,9 +25,8 @@ def build_real_shape(out: Path = OUT / "qwen3-reranker-0.6b-random", seed: int =
     import torch
     from transformers import AutoConfig, Qwen3ForCausalLM
 
-    from rerank_export.contract import load_tokenizer
+    from rerank_export.contract import load_tokenizer, write_rope_theta
     from rerank_export.manifest import atomic_dir
-    from rerank_export.tiny import write_rope_theta
 
     config = AutoConfig.from_pretrained(str(FIXTURE))
     torch.manual_seed(seed)

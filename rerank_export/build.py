@@ -1,4 +1,4 @@
-"""`build`: a recipe's export -> parity -> selection, ending in one summary table (SUMMARY.md)."""
+"""`build`: a recipe's export -> measure -> parity -> select, ending in one summary table (SUMMARY.md)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ from typing import Any
 from .errors import ArtifactError
 from .evalsets import load_eval_set
 from .export import export_formats
+from .host import device_facts
 from .manifest import Manifest, read_manifest, verify_files, write_atomic
 from .parity import check_artifacts
 from .recipe import ArtifactSpec, Recipe, TargetSpec
 from .reference import SourceModel
+from .select import Decision, choose_artifact, traits_from_formats
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +27,7 @@ class BuildResult:
     built: list[str]
     skipped: list[str]
     manifests: dict[str, Manifest]
-    targets: list[tuple[TargetSpec, Any]]  # (target, select.Decision)
+    targets: list[tuple[TargetSpec, Decision]]
     summary: str
 
     @property
@@ -39,41 +41,61 @@ def recipe_stamp(recipe: Recipe, artifact: ArtifactSpec) -> dict[str, Any]:
             "format": artifact.format, "options": dict(artifact.options)}
 
 
-def is_current(folder: Path, stamp: dict[str, Any]) -> bool:
-    """True when `folder` holds a complete artifact built from the same recipe entry and source."""
-    try:
-        manifest = read_manifest(folder)
-        verify_files(folder, manifest)
-    except ArtifactError:
-        return False
-    return manifest.recipe == stamp
-
-
 def build(recipe: Recipe, out: Path, force: bool = False, progress: bool = True) -> BuildResult:
-    """Export what is missing or stale, gate every recipe artifact on parity, and pick per target."""
+    """export -> measure -> parity -> select -> summary, for what is missing or stale.
+
+    Manifests are read once: the current ones here, the new ones from the export stage (which measures
+    each artifact before renaming it into place); parity records its verdicts in those same objects.
+    """
     _ensure_tiny_source(recipe)
-    stamps = {a.format: recipe_stamp(recipe, a) for a in recipe.artifacts}
-    todo = [a for a in recipe.artifacts if force or not is_current(out / a.format, stamps[a.format])]
-    skipped = [a.format for a in recipe.artifacts if a not in todo]
+    manifests = {} if force else _current(recipe, out)
+    todo = [a for a in recipe.artifacts if a.format not in manifests]
+    skipped = [a.format for a in recipe.artifacts if a.format in manifests]
     for name in skipped:
         log.info("%s is up to date (same recipe and source); --force rebuilds it", name)
-    source: SourceModel | None = None
-    if todo or _needs_parity(recipe, out, todo, force):
-        source = SourceModel(recipe.source.model, recipe.source.revision)
+    unchecked = [a.format for a in recipe.artifacts if a in todo or manifests[a.format].parity is None]
+    source = SourceModel(recipe.source.model, recipe.source.revision) if unchecked else None
     if todo:
-        export_formats(recipe.source.model, recipe.source.revision, out, [a.format for a in todo],
-                       {a.format: dict(a.options) for a in todo}, source=source)
-        for a in todo:
-            _stamp(out / a.format, stamps[a.format])
-    if source is not None:
-        eval_sets = [load_eval_set(_resolve(e, recipe)).limit(recipe.parity.max_queries) for e in recipe.parity.eval]
-        check_artifacts(out, source, eval_sets, recipe.parity.thresholds, _parity_names(recipe, out, todo, force),
-                        progress=progress)
-    manifests = {a.format: read_manifest(out / a.format) for a in recipe.artifacts}
-    decisions = [(t, _decide(out, t)) for t in recipe.targets]
+        manifests.update(_export(recipe, out, todo, source))
+    if unchecked:
+        _parity(recipe, out, source, unchecked, manifests, progress)
+    manifests = {a.format: manifests[a.format] for a in recipe.artifacts}  # recipe order
+    decisions = [(t, _select(out, manifests, t)) for t in recipe.targets]
     summary = render_summary(recipe, manifests, decisions)
     write_atomic(out / SUMMARY, summary)
     return BuildResult([a.format for a in todo], skipped, manifests, decisions, summary)
+
+
+def _current(recipe: Recipe, out: Path) -> dict[str, Manifest]:
+    """Artifacts under `out` that are complete and were built from the same recipe entry and source."""
+    current = {}
+    for artifact in recipe.artifacts:
+        folder = out / artifact.format
+        try:
+            manifest = read_manifest(folder)
+            verify_files(folder, manifest)
+        except ArtifactError:
+            continue
+        if manifest.recipe == recipe_stamp(recipe, artifact):
+            current[artifact.format] = manifest
+    return current
+
+
+def _export(recipe: Recipe, out: Path, todo: list[ArtifactSpec], source: SourceModel) -> dict[str, Manifest]:
+    """The export stage (with its measurement), then each new manifest stamped with its recipe entry."""
+    where = {a.format: f"{recipe.path}: options for {a.format}" for a in todo}
+    manifests = export_formats(recipe.source.model, recipe.source.revision, out, [a.format for a in todo],
+                               {a.format: dict(a.options) for a in todo}, source=source, where=where)
+    for artifact, manifest in zip(todo, manifests):
+        manifest.recipe = recipe_stamp(recipe, artifact)
+        manifest.write(out / artifact.format)
+    return {m.format: m for m in manifests}
+
+
+def _parity(recipe: Recipe, out: Path, source: SourceModel, names: list[str], manifests: dict[str, Manifest],
+            progress: bool) -> None:
+    eval_sets = [load_eval_set(_resolve(e, recipe)).limit(recipe.parity.max_queries) for e in recipe.parity.eval]
+    check_artifacts(out, source, eval_sets, recipe.parity.thresholds, names, progress=progress, manifests=manifests)
 
 
 def _ensure_tiny_source(recipe: Recipe) -> None:
@@ -85,23 +107,6 @@ def _ensure_tiny_source(recipe: Recipe) -> None:
         build_tiny(model, seed=recipe.source.tiny_seed)
 
 
-def _stamp(folder: Path, stamp: dict[str, Any]) -> None:
-    manifest = read_manifest(folder)
-    manifest.recipe = stamp
-    manifest.write(folder)
-
-
-def _parity_names(recipe: Recipe, out: Path, todo: list[ArtifactSpec], force: bool) -> list[str]:
-    """Rebuilt artifacts and those without a recorded verdict; a recorded verdict is kept otherwise."""
-    built = {a.format for a in todo}
-    return [a.format for a in recipe.artifacts
-            if force or a.format in built or read_manifest(out / a.format).parity is None]
-
-
-def _needs_parity(recipe: Recipe, out: Path, todo: list[ArtifactSpec], force: bool) -> bool:
-    return bool(_parity_names(recipe, out, todo, force))
-
-
 def _resolve(eval_name: str, recipe: Recipe) -> str:
     """Eval paths in a recipe are relative to the recipe file; 'builtin' stays a name."""
     path = Path(eval_name)
@@ -110,14 +115,14 @@ def _resolve(eval_name: str, recipe: Recipe) -> str:
     return str(Path(recipe.path).parent / path)
 
 
-def _decide(out: Path, target: TargetSpec) -> Any:
-    from .runtime import plan
+def _select(out: Path, manifests: dict[str, Manifest], target: TargetSpec) -> Decision:
+    """The selection stage for one deployment target, over the recipe's artifacts."""
+    artifacts = [(str(out / name), m) for name, m in manifests.items()]
+    return choose_artifact(artifacts, device_facts(target.device, target.memory), target.max_length,
+                           traits_from_formats())
 
-    decision, _ = plan(out, target.device, target.memory, target.max_length)
-    return decision
 
-
-def render_summary(recipe: Recipe, manifests: dict[str, Manifest], decisions: list[tuple[TargetSpec, Any]]) -> str:
+def render_summary(recipe: Recipe, manifests: dict[str, Manifest], decisions: list[tuple[TargetSpec, Decision]]) -> str:
     """Markdown: every artifact's size, ratio to the baseline, parity; then each target's pick and why."""
     base = _baseline_bytes(manifests)
     lines = [f"# {recipe.name}: build summary", "", f"Source: `{recipe.source.model}`"

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .contract import BODY_TEMPLATE, DEFAULT_INSTRUCTION, PREFIX, SUFFIX
 from .formats import get_format
+from .formats.spec import FormatSpec
 from .manifest import Manifest, write_atomic
 
 CARD = "README.md"
@@ -27,7 +28,7 @@ def render_card(manifest: Manifest, parity_md: str | None) -> str:
              + (f" at revision `{manifest.source_revision}`" if manifest.source_revision else "")
              + f", weights in {manifest.dtype}, {size:,} bytes in {len(manifest.files)} files, made by "
              f"rerank-export {manifest.toolkit_version}. Parity against the source model: **{verdict}**.", "",
-             *_contract_lines(manifest), *_load_lines(spec.family), *_parity_lines(parity_md)]
+             *_contract_lines(manifest), *_load_lines(spec), *_parity_lines(parity_md)]
     return "\n".join(lines) + "\n"
 
 
@@ -59,10 +60,10 @@ def _contract_lines(manifest: Manifest) -> list[str]:
             "```", "", f"Default instruction: \"{DEFAULT_INSTRUCTION}\".", ""]
 
 
-def _load_lines(family: str) -> list[str]:
-    if family == "onnx":
+def _load_lines(spec: FormatSpec) -> list[str]:
+    if not spec.vllm_loadable:
         return _onnx_lines()
-    quantization = " --quantization awq" if family == "awq" else ""
+    quantization = f" --quantization {spec.vllm_quantization}" if spec.vllm_quantization else ""
     return ["## Load it", "",
             "With rerank-export (checks the files against their sha256 and the parity verdict):", "",
             "```python", "import rerank_export", "",

@@ -6,13 +6,14 @@ every exporter, the parity gate and the runtime see exactly the same inputs.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from .errors import ContractError, ModelError
+from .errors import ContractError, ModelError, first_line
 
 # From the Qwen3-Reranker model card, verbatim.
 PREFIX = (
@@ -43,7 +44,7 @@ def load_tokenizer(path: str | Path, revision: str | None = None) -> Any:
     try:
         tok = AutoTokenizer.from_pretrained(str(path), revision=revision, padding_side="left")
     except OSError as exc:
-        raise ModelError(f"cannot load a tokenizer from '{path}': {_first_line(exc)}") from exc
+        raise ModelError(f"cannot load a tokenizer from '{path}': {first_line(exc)}") from exc
     if tok.pad_token_id is None:
         raise ModelError(f"tokenizer at '{path}' has no pad token; Qwen3 tokenizers use <|endoftext|>")
     return tok
@@ -72,11 +73,6 @@ def save_tokenizer(tokenizer: Any, folder: str | Path) -> None:
         tokenizer.save_pretrained(str(folder))
     finally:
         tokenizer.chat_template = original
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def single_token_id(tokenizer: Any, word: str) -> int:
@@ -152,3 +148,11 @@ def pad_left(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[list[list
     ids = [[pad_id] * (width - len(s)) + list(s) for s in sequences]
     mask = [[0] * (width - len(s)) + [1] * len(s) for s in sequences]
     return ids, mask
+
+
+def write_rope_theta(config_path: Path, default: float) -> None:
+    """transformers 5 writes only `rope_parameters`; older loaders read a top-level `rope_theta`."""
+    cfg = json.loads(config_path.read_text())
+    theta = (cfg.get("rope_parameters") or {}).get("rope_theta", cfg.get("rope_theta", default))
+    cfg["rope_theta"] = theta
+    config_path.write_text(json.dumps(cfg, indent=2, sort_keys=True))

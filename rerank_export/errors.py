@@ -35,10 +35,6 @@ class RecipeError(RerankExportError):
     """A recipe file is malformed or names unknown keys."""
 
 
-class ParityError(RerankExportError):
-    """At least one artifact breached its parity thresholds."""
-
-
 class NoArtifactFits(RerankExportError):
     """No verified artifact fits the device's memory."""
 
@@ -50,3 +46,9 @@ class MissingExtra(RerankExportError):
         super().__init__(f"{package} is not installed: pip install 'rerank-export[{extra}]'")
         self.package = package
         self.extra = extra
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's first line of text (or its type's name): libraries put pages in their messages."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -12,6 +12,9 @@ import platform
 from functools import cache
 from typing import Any
 
+from .errors import UsageError
+from .select import DeviceFacts, cpu_supports_bf16, parse_memory
+
 # The flags that select different int8/bf16/fp32 kernels in onnxruntime (MLAS), PyTorch and oneDNN.
 KERNEL_FLAGS = ("sse4_1", "avx", "avx2", "fma", "f16c", "avx_vnni", "avx512f", "avx512bw", "avx512_vnni",
                 "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8", "asimd", "sve", "i8mm")
@@ -72,3 +75,65 @@ def describe_cpu(facts: dict[str, Any] | None = None) -> str:
     """One line for reports: 'AMD EPYC (isa AVX512; avx2 avx512f avx512_vnni avx512_bf16)'."""
     facts = facts or cpu_facts()
     return f"{facts['model']} (isa {facts['isa'] or '?'}; {' '.join(facts['flags']) or 'no SIMD flags listed'})"
+
+
+# --- the selector's device facts -----------------------------------------------------------------
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:  # the selector works without torch when --memory is given
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def gpu_memory() -> tuple[int, int]:
+    """(free, total) bytes of the current CUDA device, from the driver."""
+    import torch
+
+    free, total = torch.cuda.mem_get_info()
+    return int(free), int(total)
+
+
+def cpu_memory() -> tuple[int, int]:
+    """(available, total) bytes of RAM."""
+    import psutil
+
+    vm = psutil.virtual_memory()
+    return int(vm.available), int(vm.total)
+
+
+def read_cpu_bf16() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return cpu_supports_bf16(f.read())
+    except OSError:  # not Linux: assume no native bf16, which only costs speed, never correctness
+        return False
+
+
+def resolve_device(device: str) -> str:
+    if device not in DEVICES:
+        raise UsageError(f"device '{device}' is not one of {', '.join(DEVICES)}")
+    if device == "auto":
+        return "cuda" if cuda_available() else "cpu"
+    return device
+
+
+def device_facts(device: str = "auto", memory: int | str | None = None) -> DeviceFacts:
+    """Facts for the selector; an explicit `memory` budget replaces what the driver/OS reports."""
+    kind = resolve_device(device)
+    bf16 = read_cpu_bf16() if kind == "cpu" else False
+    if memory is not None:
+        budget = memory if isinstance(memory, int) else parse_memory(memory)
+        return DeviceFacts(kind, budget, budget, "--memory", bf16)
+    if kind == "cuda":
+        if not cuda_available():
+            raise UsageError("device 'cuda' asked for but no CUDA GPU is visible; use --device cpu, or plan "
+                             "for a GPU elsewhere with --memory")
+        free, total = gpu_memory()
+        return DeviceFacts("cuda", free, total, "cuda driver", False)
+    free, total = cpu_memory()
+    return DeviceFacts("cpu", free, total, "available RAM", bf16)

@@ -1,4 +1,5 @@
-"""Activation memory of an artifact, measured in a fresh process.
+"""The measure stage: activation memory of a written artifact, measured in a fresh process, and the RSS
+helpers it (and the benchmarks) read.
 
 In the exporting process, memory freed by earlier steps stays with the allocator and the next forward
 pass reuses it, so an in-process measurement reads low. A child process that loads only the artifact and
@@ -14,9 +15,14 @@ import math
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .errors import ArtifactError
+
+if TYPE_CHECKING:
+    from .manifest import Manifest
 
 MEASURE_BATCH, MEASURE_LENGTH = 4, 512
 # Attention can make the per-token cost grow with sequence length. On the real 0.6B shape PyTorch's (CPU)
@@ -25,6 +31,56 @@ MEASURE_BATCH, MEASURE_LENGTH = 4, 512
 # 2,487 KiB at 1 x 8192). Two single-sequence lengths show the growth; a short batch guards the constant.
 MEASURE_SHAPES = ((MEASURE_BATCH, MEASURE_LENGTH), (1, 2048), (1, 4096))
 GROWTH = 1.25  # per-token cost ratio between the two longest measured lengths that counts as growth
+
+
+def rss_bytes() -> int:
+    return _status_kb("VmRSS") * 1024
+
+
+def peak_rss_bytes() -> int:
+    return _status_kb("VmHWM") * 1024
+
+
+def _status_kb(key: str) -> int:
+    """A field of /proc/self/status in KiB (0 where there is no /proc)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark (Linux >= 4.0); False where that is not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def measure_peak_above(fn: Callable[[], Any]) -> int:
+    """Peak RSS during fn() above the RSS just before it, in bytes."""
+    reset_peak_rss()
+    before = rss_bytes()
+    fn()
+    return max(0, peak_rss_bytes() - before)
+
+
+def measure_artifact(folder: str | Path, manifest: Manifest) -> Manifest:
+    """The measure stage: record the written artifact's activation memory in its manifest (and rewrite it).
+
+    The export stage runs it on the temp folder, so an artifact is published only once it is measured.
+    """
+    memory = manifest.memory
+    memory.activation_bytes_per_token, memory.activation_bytes_per_token_per_position = activation_model(folder)
+    memory.measured_on, memory.measured_at_tokens = "cpu", MEASURE_BATCH * MEASURE_LENGTH
+    manifest.write(Path(folder))
+    return manifest
 
 
 def measure_peak(folder: str | Path, batch: int = MEASURE_BATCH, length: int = MEASURE_LENGTH,
@@ -68,7 +124,6 @@ def _child(folder: Path, batch: int, length: int) -> dict[str, int]:
     import numpy as np
 
     from .formats import get_format
-    from .formats.common import measure_peak_above, rss_bytes
     from .manifest import read_manifest
 
     manifest = read_manifest(folder)

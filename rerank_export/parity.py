@@ -24,7 +24,7 @@ from .evalsets import EvalSet
 from .formats import get_format
 from .formats.spec import Thresholds
 from .host import cpu_facts, describe_cpu, engine_facts
-from .manifest import find_artifacts, read_manifest, verify_files
+from .manifest import Manifest, find_artifacts, read_manifest, verify_files
 from .reference import ReferenceBackend, SourceModel
 from .scoring import Backend, score_encoded
 
@@ -196,8 +196,11 @@ def load_thresholds(path: str | Path | None) -> dict[str, dict[str, float]]:
 def check_artifacts(root: str | Path, source: SourceModel, eval_sets: Sequence[EvalSet],
                     thresholds: dict[str, dict[str, float]] | None = None,
                     names: Sequence[str] | None = None, progress: bool = False,
-                    engine: Any = None) -> list[ParityReport]:
+                    engine: Any = None, manifests: dict[str, Manifest] | None = None) -> list[ParityReport]:
     """Check every artifact under `root` (or only `names`), write its reports, record its verdict.
+
+    `manifests` ({folder name: Manifest}) are the caller's copies, used instead of reading the folders
+    again and updated in place with the verdicts.
 
     With an `engine` (vllm_engine.VllmEngine) the artifacts are scored through it instead of the built-in
     runtime; its reports are parity-<engine>.*, and the verdict load() trusts stays the runtime's.
@@ -208,12 +211,13 @@ def check_artifacts(root: str | Path, source: SourceModel, eval_sets: Sequence[E
     evalset = combine(eval_sets)
     log.info("parity: %d artifacts, %d queries, %d pairs", len(folders), len(evalset.groups), evalset.num_pairs)
     reference = score_set(ReferenceBackend(source), source, evalset, progress)
-    return [_check_one(f, source, evalset, reference, thresholds or {}, progress, engine) for f in folders]
+    known = manifests or {}
+    return [_check_one(f, known.get(f.name) or read_manifest(f), source, evalset, reference, thresholds or {},
+                       progress, engine) for f in folders]
 
 
-def _check_one(folder: Path, source: SourceModel, evalset: EvalSet, reference: list[float],
+def _check_one(folder: Path, manifest: Manifest, source: SourceModel, evalset: EvalSet, reference: list[float],
                overrides: dict[str, dict[str, float]], progress: bool, engine: Any = None) -> ParityReport:
-    manifest = read_manifest(folder)
     spec = get_format(manifest.format)
     limits = spec.thresholds.override(overrides.get(spec.name, {}))
     try:

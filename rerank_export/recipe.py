@@ -24,7 +24,6 @@ A recipe is a TOML file validated into frozen dataclasses; unknown keys are an e
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -33,9 +32,8 @@ import tomllib
 
 from .contract import DEFAULT_MAX_LENGTH
 from .errors import RecipeError, UsageError
-from .formats import FORMATS
-from .formats.onnx import SUPPORTED_OPSETS
-from .select import MAX_LENGTH_LIMIT
+from .formats import FORMATS, parse_format_options
+from .formats.options import LENGTH, POSITIVE, TEXT, TEXTS, Rule, is_int, optional
 
 
 @dataclass(frozen=True)
@@ -109,60 +107,17 @@ def parse_recipe(data: dict[str, Any], where: str = "recipe") -> Recipe:
     return Recipe(data["name"], source, artifacts, parity, targets, where)
 
 
-Rule = tuple[Callable[[Any], bool], str]
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-TEXT: Rule = (lambda v: isinstance(v, str) and v.strip() != "", "a non-empty string")
 TABLE: Rule = (lambda v: isinstance(v, dict), "a table")
-BOOL: Rule = (lambda v: isinstance(v, bool), "true or false")
-POSITIVE: Rule = (lambda v: _is_int(v) and v >= 1, "a positive integer")
-NON_NEGATIVE: Rule = (lambda v: _is_int(v) and v >= 0, "a non-negative integer")
-SEED: Rule = (lambda v: _is_int(v) and 0 <= v <= 2**32 - 1, "an integer from 0 to 4294967295")
-LENGTH: Rule = (lambda v: _is_int(v) and 1 <= v <= MAX_LENGTH_LIMIT, f"an integer from 1 to {MAX_LENGTH_LIMIT}")
-TEXTS: Rule = (lambda v: isinstance(v, list) and bool(v) and all(TEXT[0](e) for e in v),
-               "a non-empty list of strings")
-FRACTION: Rule = (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 1,
-                  "a number in (0, 1]")
-
-
-
-def _optional(rule: Rule) -> Rule:
-    """None allowed too: TOML has no null, but parse_recipe also takes dicts built in Python."""
-    return (lambda v: v is None or rule[0](v), rule[1])
-
+SEED: Rule = (lambda v: is_int(v) and 0 <= v <= 2**32 - 1, "an integer from 0 to 4294967295")
 
 FIELDS: dict[type, dict[str, Rule]] = {
-    SourceSpec: {"model": TEXT, "revision": _optional(TEXT), "tiny_seed": _optional(SEED)},
+    SourceSpec: {"model": TEXT, "revision": optional(TEXT), "tiny_seed": optional(SEED)},
     ArtifactSpec: {"format": TEXT, "options": TABLE},
-    ParitySpec: {"eval": TEXTS, "max_queries": _optional(POSITIVE), "thresholds": TABLE},
+    ParitySpec: {"eval": TEXTS, "max_queries": optional(POSITIVE), "thresholds": TABLE},
     TargetSpec: {"name": TEXT, "device": (lambda v: v in ("cuda", "cpu"), "'cuda' or 'cpu'"),
-                 "memory": (lambda v: isinstance(v, str) or _is_int(v), 'a size such as "4GiB"'),
+                 "memory": (lambda v: isinstance(v, str) or is_int(v), 'a size such as "4GiB"'),
                  "max_length": LENGTH},
 }
-
-# Exporter options a recipe may set per format, and what each must be (the exporters read these keys).
-_AWQ_OPTIONS: dict[str, Rule] = {
-    "w_bit": (lambda v: _is_int(v) and v == 4, "4 (the AWQ GEMM layout is 4-bit)"), "group_size": POSITIVE,
-    "calib": _optional(TEXT), "calib_samples": POSITIVE, "calib_max_length": LENGTH, "clip": BOOL, "scale_search": BOOL,
-    "n_grid": POSITIVE, "max_shrink": FRACTION, "clip_tokens": POSITIVE, "search_tokens": POSITIVE,
-    "batch_tokens": POSITIVE, "progress": BOOL,
-}
-_OPSET: dict[str, Rule] = {"opset": (lambda v: _is_int(v) and v in SUPPORTED_OPSETS,
-                                     f"one of {', '.join(map(str, SUPPORTED_OPSETS))}")}
-OPTIONS: dict[str, dict[str, Rule]] = {
-    "awq-int4": _AWQ_OPTIONS,
-    "baseline-bf16": {}, "baseline-fp16": {}, "baseline-fp32": {},
-    "onnx-fp32": _OPSET,
-    "onnx-fp16": {**_OPSET, "fp32_ops": TEXTS, "fp32_norms": BOOL},
-    "onnx-int8": {**_OPSET, "quantize_embedding": BOOL, "per_channel": BOOL, "reduce_range": BOOL},
-    "onnx-int4": {**_OPSET, **_AWQ_OPTIONS, "quantize_embedding": BOOL, "accuracy_level": NON_NEGATIVE,
-                  "embedding_block_size": POSITIVE},
-}
-
 
 def _known(data: Any, cls: type, where: str, skip: set[str] = frozenset()) -> None:
     if not isinstance(data, dict):
@@ -218,12 +173,10 @@ def _artifact(data: Any, where: str) -> ArtifactSpec:
     spec = _build(ArtifactSpec, data, where)
     if spec.format not in FORMATS:
         raise RecipeError(f"{where}: format '{spec.format}' is unknown; known: {', '.join(FORMATS)}")
-    rules = OPTIONS.get(spec.format, {})
-    for key in spec.options:
-        if key not in rules:
-            known = ", ".join(sorted(rules)) or "none"
-            raise RecipeError(f"{where}: unknown option '{key}' for {spec.format} (known: {known})")
-    _check_fields(spec.options, rules, f"{where}: options")
+    try:  # checked now, before any export: a typo is an error, not a silent default
+        parse_format_options(FORMATS[spec.format], spec.options, f"{where}: options for {spec.format}")
+    except UsageError as exc:
+        raise RecipeError(str(exc)) from None
     return spec
 
 

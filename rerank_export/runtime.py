@@ -17,103 +17,10 @@ from typing import Any
 
 from .contract import DEFAULT_MAX_LENGTH, Contract, load_tokenizer
 from .errors import ArtifactError, NoArtifactFits, UsageError
-from .manifest import Manifest, load_artifacts, verify_files
-from .select import (
-    Decision,
-    DeviceFacts,
-    choose_artifact,
-    cpu_supports_bf16,
-    parse_memory,
-    traits_from_formats,
-)
+from .manifest import Manifest
+from .select import Decision, plan
 
 log = logging.getLogger(__name__)
-
-DEVICES = ("auto", "cpu", "cuda")
-
-
-def cuda_available() -> bool:
-    try:
-        import torch
-    except ImportError:  # the selector works without torch when --memory is given
-        return False
-    return bool(torch.cuda.is_available())
-
-
-def gpu_memory() -> tuple[int, int]:
-    """(free, total) bytes of the current CUDA device, from the driver."""
-    import torch
-
-    free, total = torch.cuda.mem_get_info()
-    return int(free), int(total)
-
-
-def cpu_memory() -> tuple[int, int]:
-    """(available, total) bytes of RAM."""
-    import psutil
-
-    vm = psutil.virtual_memory()
-    return int(vm.available), int(vm.total)
-
-
-def read_cpu_bf16() -> bool:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return cpu_supports_bf16(f.read())
-    except OSError:  # not Linux: assume no native bf16, which only costs speed, never correctness
-        return False
-
-
-def resolve_device(device: str) -> str:
-    if device not in DEVICES:
-        raise UsageError(f"device '{device}' is not one of {', '.join(DEVICES)}")
-    if device == "auto":
-        return "cuda" if cuda_available() else "cpu"
-    return device
-
-
-def device_facts(device: str = "auto", memory: int | str | None = None) -> DeviceFacts:
-    """Facts for the selector; an explicit `memory` budget replaces what the driver/OS reports."""
-    kind = resolve_device(device)
-    bf16 = read_cpu_bf16() if kind == "cpu" else False
-    if memory is not None:
-        budget = memory if isinstance(memory, int) else parse_memory(memory)
-        return DeviceFacts(kind, budget, budget, "--memory", bf16)
-    if kind == "cuda":
-        if not cuda_available():
-            raise UsageError("device 'cuda' asked for but no CUDA GPU is visible; use --device cpu, or plan "
-                             "for a GPU elsewhere with --memory")
-        free, total = gpu_memory()
-        return DeviceFacts("cuda", free, total, "cuda driver", False)
-    free, total = cpu_memory()
-    return DeviceFacts("cpu", free, total, "available RAM", bf16)
-
-
-def plan(artifacts_dir: str | Path, device: str = "auto", memory_budget: int | str | None = None,
-         max_length: int = DEFAULT_MAX_LENGTH, allow_unverified: bool = False,
-         backends: Sequence[str] | None = None, verify: bool = False) -> tuple[Decision, dict[str, Manifest]]:
-    """The selector's decision over every artifact under `artifacts_dir` (nothing loaded).
-
-    A folder with a broken manifest is skipped with a warning naming it. With `verify`, the chosen
-    artifact's files are checked against their sha256; a corrupted one is passed over for the next.
-    """
-    if max_length < 1:
-        raise UsageError(f"max length must be positive, got {max_length}")
-    manifests = {str(f): m for f, m in load_artifacts(artifacts_dir)}
-    facts = device_facts(device, memory_budget)
-    broken: dict[str, str] = {}
-    while True:
-        decision = choose_artifact(list(manifests.items()), facts, max_length, traits_from_formats(),
-                                   allow_unverified, backends, broken)
-        if not verify or decision.chosen is None:
-            return decision, manifests
-        try:
-            verify_files(decision.chosen.folder, manifests[decision.chosen.folder])
-            return decision, manifests
-        except ArtifactError as exc:
-            log.warning("passing over %s: %s", decision.chosen.folder, exc)
-            broken[decision.chosen.folder] = f"files do not match the manifest ({exc})"
-
 
 @dataclass
 class RerankResult:

@@ -8,6 +8,7 @@ highest fidelity and CPUs the fastest format there. The same arithmetic serves G
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -15,8 +16,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .errors import UsageError
-from .manifest import Manifest
+from .contract import DEFAULT_MAX_LENGTH
+from .errors import ArtifactError, UsageError
+from .manifest import Manifest, load_artifacts, verify_files
+
+log = logging.getLogger(__name__)
 
 # Part of the free memory the model may use. The rest absorbs allocator fragmentation, the tokenizer
 # and Python objects, and the error of the per-token estimate (measured within 2x on CPU, see README).
@@ -88,13 +92,14 @@ class FormatTraits:
     devices: tuple[str, ...]
     dtype: str
     backend: str
+    needs_native_bf16: bool = False  # slower than fp32 where the CPU emulates bf16
 
 
 def traits_from_formats() -> dict[str, FormatTraits]:
     """FormatTraits for every entry of the FORMATS table."""
     from .formats import FORMATS
 
-    return {name: FormatTraits(s.fidelity, s.cpu_speed, tuple(s.devices), s.dtype, s.backend)
+    return {name: FormatTraits(s.fidelity, s.cpu_speed, tuple(s.devices), s.dtype, s.backend, s.needs_native_bf16)
             for name, s in FORMATS.items()}
 
 
@@ -146,7 +151,7 @@ def token_budget(manifest: Manifest, usable_bytes: int, max_length: int) -> int:
 def _rank(traits: FormatTraits, device: DeviceFacts) -> tuple[Any, ...]:
     if device.kind == "cpu":
         # Without native bf16 the CPU emulates it and a bf16 PyTorch model runs slower than fp32.
-        native = not (traits.dtype == "bf16" and traits.backend == "torch" and not device.cpu_bf16)
+        native = device.cpu_bf16 or not traits.needs_native_bf16
         return (native, traits.cpu_speed, traits.fidelity)
     return (traits.fidelity, traits.cpu_speed)
 
@@ -241,3 +246,31 @@ def render_decision(decision: Decision) -> str:
         if decision.note:
             lines.append(decision.note)
     return "\n".join(lines)
+
+
+def plan(artifacts_dir: str | Path, device: str = "auto", memory_budget: int | str | None = None,
+         max_length: int = DEFAULT_MAX_LENGTH, allow_unverified: bool = False,
+         backends: Sequence[str] | None = None, verify: bool = False) -> tuple[Decision, dict[str, Manifest]]:
+    """The selector's decision over every artifact under `artifacts_dir` (nothing loaded).
+
+    A folder with a broken manifest is skipped with a warning naming it. With `verify`, the chosen
+    artifact's files are checked against their sha256; a corrupted one is passed over for the next.
+    """
+    from .host import device_facts  # host reads the machine (torch, psutil); the choice itself stays pure
+
+    if max_length < 1:
+        raise UsageError(f"max length must be positive, got {max_length}")
+    manifests = {str(f): m for f, m in load_artifacts(artifacts_dir)}
+    facts = device_facts(device, memory_budget)
+    broken: dict[str, str] = {}
+    while True:
+        decision = choose_artifact(list(manifests.items()), facts, max_length, traits_from_formats(),
+                                   allow_unverified, backends, broken)
+        if not verify or decision.chosen is None:
+            return decision, manifests
+        try:
+            verify_files(decision.chosen.folder, manifests[decision.chosen.folder])
+            return decision, manifests
+        except ArtifactError as exc:
+            log.warning("passing over %s: %s", decision.chosen.folder, exc)
+            broken[decision.chosen.folder] = f"files do not match the manifest ({exc})"

@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from .contract import NO_TOKEN, PREFIX, SUFFIX, YES_TOKEN, Contract, load_tokenizer
+from .contract import NO_TOKEN, PREFIX, SUFFIX, YES_TOKEN, Contract, load_tokenizer, write_rope_theta
 from .evalsets import builtin_eval_set
 from .manifest import atomic_dir
 
@@ -148,11 +148,3 @@ def _save_model(out: Path, tok, seed: int, sizes: TinySizes) -> None:
     model = Qwen3ForCausalLM(config).to(torch.bfloat16)
     model.save_pretrained(str(out))
     write_rope_theta(out / "config.json", 1_000_000.0)
-
-
-def write_rope_theta(config_path: Path, default: float) -> None:
-    """transformers 5 writes only `rope_parameters`; older loaders read a top-level `rope_theta`."""
-    cfg = json.loads(config_path.read_text())
-    theta = (cfg.get("rope_parameters") or {}).get("rope_theta", cfg.get("rope_theta", default))
-    cfg["rope_theta"] = theta
-    config_path.write_text(json.dumps(cfg, indent=2, sort_keys=True))

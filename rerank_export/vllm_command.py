@@ -167,7 +167,7 @@ def checkpoint_flags(config: dict[str, Any], manifest: Manifest | None, bf16: bo
         from .formats import FORMATS
 
         spec = FORMATS.get(manifest.format)
-        method = "awq" if spec is not None and spec.family == "awq" else None
+        method = spec.vllm_quantization if spec is not None else None
     if method:
         flags += ["--quantization", str(method)]
     return flags + ["--dtype", dtype_flag(config, method, bf16)]
@@ -237,21 +237,29 @@ def is_original_checkpoint(folder: str | Path) -> bool:
     return "Qwen3ForCausalLM" in (read_config(folder).get("architectures") or [])
 
 
-def original_checkpoint_manifest(folder: str | Path) -> Manifest:
-    """A manifest for the original checkpoint so the selector can size vLLM for it.
+# The original checkpoint is no FORMATS row (nothing exports it, only vLLM serves it): its name and the
+# selector's traits for it live here, beside the manifest that sizes it.
+ORIGINAL = "original"
+
+
+def original_checkpoint(folder: str | Path) -> tuple[Manifest, dict[str, Any]]:
+    """A manifest and selector traits for the original checkpoint, so the selector can size vLLM for it.
 
     Weights are the safetensors bytes on disk. Activations per token are estimated from the shapes
     (16-bit hidden states x4 plus the MLP's three intermediate tensors), not measured; the original is
-    the reference itself, so its parity is a pass by definition.
+    the reference itself, so its parity is a pass by definition. Its yes/no ids stay -1: the prompt's
+    scoring is vLLM's (--hf-overrides), never this toolkit's.
     """
     from .manifest import MemoryModel
+    from .select import FormatTraits
 
     folder = Path(folder)
     cfg = read_config(folder)
     weights = sum(p.stat().st_size for p in folder.glob("*.safetensors"))
     per_token = 2 * (4 * int(cfg.get("hidden_size", 0)) + 3 * int(cfg.get("intermediate_size", 0)))
-    return Manifest(format="original", dtype=str(cfg.get("torch_dtype", "bf16")), source_model=str(folder),
-                    source_revision=None, yes_id=-1, no_id=-1,
-                    max_length=int(cfg.get("max_position_embeddings", 8192)),
-                    memory=MemoryModel(weights, 0, max(1, per_token), measured_on="estimate"),
-                    parity={"verdict": "pass", "note": "the original checkpoint is the reference"})
+    manifest = Manifest(format=ORIGINAL, dtype=str(cfg.get("torch_dtype", "bf16")), source_model=str(folder),
+                        source_revision=None, yes_id=-1, no_id=-1,
+                        max_length=int(cfg.get("max_position_embeddings", 8192)),
+                        memory=MemoryModel(weights, 0, max(1, per_token), measured_on="estimate"),
+                        parity={"verdict": "pass", "note": "the original checkpoint is the reference"})
+    return manifest, {ORIGINAL: FormatTraits(100, 0, ("cuda", "cpu"), manifest.dtype, "torch")}

@@ -19,7 +19,7 @@ from typing import Any
 from .contract import Contract, format_body
 from .errors import ArtifactError
 from .evalsets import EvalGroup, EvalSet
-from .manifest import Manifest
+from .manifest import Manifest, read_manifest
 from .vllm_command import VllmCommand, build_command, check_vllm, read_config, settings_from, vllm_python
 from .vllm_server import DEFAULT_START_TIMEOUT, VllmServer
 
@@ -36,12 +36,14 @@ def free_port() -> int:
 
 
 def vllm_loadable(folder: str | Path) -> bool:
-    """vLLM serves Hugging Face folders of our sequence classifier (baseline, AWQ); ONNX it cannot."""
-    path = Path(folder) / "config.json"
+    """vLLM serves our Hugging Face folders (FORMATS' vllm_loadable: baseline, AWQ); ONNX it cannot."""
+    from .formats import FORMATS
+
     try:
-        return "Qwen3ForSequenceClassification" in (json.loads(path.read_text()).get("architectures") or [])
-    except (OSError, ValueError):
+        spec = FORMATS.get(read_manifest(folder).format)
+    except ArtifactError:
         return False
+    return spec is not None and spec.vllm_loadable
 
 
 def scored_document(contract: Contract, query: str, document: str, instruction: str | None) -> str:
@@ -103,12 +105,12 @@ class VllmEngine:
         return {"name": "vllm", "version": version, "python": self.python}
 
     def ran_on(self) -> dict[str, Any]:
-        from .runtime import resolve_device
+        from .host import resolve_device
 
         return {"device": resolve_device(self.device), "engine": self.facts()}
 
     def command(self, folder: Path, manifest: Manifest, max_length: int, port: int) -> VllmCommand:
-        from .runtime import device_facts, resolve_device
+        from .host import device_facts, resolve_device
         from .select import choose_artifact, traits_from_formats
 
         facts = device_facts(resolve_device(self.device), self.memory)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -20,6 +21,21 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if "needs_fixtures" in item.keywords:
                 item.add_marker(skip)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _awq_search_cache(tmp_path_factory):
+    """This session's own AWQ search cache (awq/cache.py): nothing from an earlier run is reused, and the
+    user's ~/.cache stays untouched. Set in os.environ so CLI subprocesses inherit it."""
+    from rerank_export.awq.cache import CACHE_ENV
+
+    before = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = str(tmp_path_factory.mktemp("search-cache"))
+    yield
+    if before is None:
+        os.environ.pop(CACHE_ENV, None)
+    else:
+        os.environ[CACHE_ENV] = before
 
 
 @pytest.fixture(scope="session")

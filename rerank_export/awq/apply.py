@@ -10,7 +10,7 @@ import logging
 import torch
 from torch import nn
 
-from .qlinear import WQLinearGEMM
+from .qlinear import WQLinearGEMM, swap_linears
 from .search import AWQResult
 
 log = logging.getLogger(__name__)
@@ -46,15 +46,7 @@ def clip_weights(decoder: nn.Module, result: AWQResult) -> None:
 
 def quantize_linears(decoder: nn.Module, group_size: int) -> int:
     """Replace every nn.Linear inside the decoder blocks by a WQLinearGEMM; returns how many."""
-    count = 0
-    for block in decoder.layers:
-        for name, module in list(block.named_modules()):
-            if isinstance(module, nn.Linear):
-                parent_name, _, child = name.rpartition(".")
-                parent = block.get_submodule(parent_name) if parent_name else block
-                setattr(parent, child, WQLinearGEMM.from_linear(module, group_size))
-                count += 1
-    return count
+    return swap_linears(decoder.layers, lambda linear: WQLinearGEMM.from_linear(linear, group_size))
 
 
 def apply_awq(decoder: nn.Module, result: AWQResult) -> int:

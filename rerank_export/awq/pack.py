@@ -97,8 +97,3 @@ def unpack_gemm(tensors: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, to
     q = unpack_columns(tensors["qweight"]).t().contiguous()
     zeros = unpack_columns(tensors["qzeros"]).t().contiguous()
     return q, zeros, tensors["scales"].t().contiguous()
-
-
-def quantize_and_pack(weight: torch.Tensor, group_size: int) -> dict[str, torch.Tensor]:
-    """A float weight [out, in] straight to its GEMM tensors."""
-    return pack_gemm(*quantize(weight, group_size))

@@ -6,6 +6,8 @@ and GPU alike. Plain PyTorch: no kernels, no extra dependency.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -56,3 +58,16 @@ class WQLinearGEMM(nn.Module):
 
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_features}, w_bit=4, group_size={self.group_size}"
+
+
+def swap_linears(layers: nn.ModuleList, make: Callable[[nn.Linear], nn.Module]) -> int:
+    """Replace every nn.Linear inside the decoder blocks by make(linear); returns how many (the score head
+    and embedding sit outside the blocks and stay as they are)."""
+    count = 0
+    for block in layers:
+        for name, module in list(block.named_modules()):
+            if isinstance(module, nn.Linear):
+                parent, _, child = name.rpartition(".")
+                setattr(block.get_submodule(parent) if parent else block, child, make(module))
+                count += 1
+    return count

@@ -22,6 +22,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .pack import fake_quantize
+from .settings import SearchSettings
 
 log = logging.getLogger(__name__)
 
@@ -45,21 +46,6 @@ QWEN3_GROUPS = (
 )
 # Clipping q/k distorts attention scores more than it saves (AutoAWQ's avoid_clipping list).
 NO_CLIP_SUFFIXES = ("q_proj", "k_proj")
-
-
-@dataclass(frozen=True)
-class SearchSettings:
-    group_size: int = 128
-    n_grid: int = 20  # alpha in {0, 1/n, ..., (n-1)/n}
-    scale_search: bool = True  # False: s = 1 everywhere, i.e. plain round-to-nearest
-    clip: bool = True
-    max_shrink: float = 0.5  # clip search tries max|w| * (1 - i/n_grid) for i < max_shrink * n_grid
-    clip_tokens: int = 512  # tokens (strided sample) that score the clip candidates
-    search_tokens: int = 1024  # real tokens (whole sequences) that score each scale candidate
-    batch_tokens: int = 2048  # padded tokens per calibration batch
-
-    def alphas(self) -> list[float]:
-        return [i / self.n_grid for i in range(self.n_grid)] if self.scale_search else [0.0]
 
 
 @dataclass
@@ -323,7 +309,7 @@ def search_block(block: nn.Module, index: int, batches: Sequence[Batch], setting
 
 
 def search(decoder: nn.Module, sequences: Sequence[Sequence[int]], pad_id: int,
-           settings: SearchSettings = SearchSettings(), progress: bool = True) -> AWQResult:
+           settings: SearchSettings = SearchSettings(), progress: bool = True) -> AWQResult:  # noqa: B008
     """Run the AWQ search over every decoder block of a float Qwen3 decoder (left unchanged)."""
     result = AWQResult(settings)
     with torch.inference_mode():

@@ -7,11 +7,12 @@ from pathlib import Path
 
 from ..calibration import DEFAULT_MAX_LENGTH, DEFAULT_SAMPLES
 from ..export import export_formats
+from ..formats import family_formats
 from ._common import add_force_argument, add_model_arguments, max_length_int, positive_int
 
 NAME = "awq"
 HELP = "export the AWQ int4 artifact (activation-aware scales + clipping, AutoAWQ GEMM layout)"
-FORMAT = "awq-int4"
+FORMAT = family_formats("awq")["int4"].name
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,8 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     options = {"w_bit": args.w_bit, "group_size": args.group_size, "calib": args.calib,
                "calib_samples": args.calib_samples, "calib_max_length": args.calib_max_length,
-               "clip": not args.no_clip, "progress": not args.quiet}
+               "clip": not args.no_clip}
     (manifest,) = export_formats(args.model, args.revision, Path(args.out), [FORMAT], {FORMAT: options},
-                                 replace=args.force)
+                                 replace=args.force, where={FORMAT: "command-line options"})
     print(f"{Path(args.out) / manifest.format}  ({manifest.memory.weight_bytes / 2**20:.1f} MiB resident weights)")
     return 0

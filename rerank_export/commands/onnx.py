@@ -6,20 +6,25 @@ import argparse
 from pathlib import Path
 
 from ..export import export_formats
+from ..formats import family_formats
 from ..formats.onnx import DEFAULT_OPSET, SUPPORTED_OPSETS
 from ._common import add_force_argument, add_model_arguments
 
+FORMATS = family_formats("onnx")  # {dtype: spec}
+FLOAT = [d for d in FORMATS if d.startswith("fp")]
+QUANTIZED = [d for d in FORMATS if d.startswith("int")]
+
 NAME = "onnx"
-HELP = "export ONNX artifacts (onnx-fp32, onnx-fp16, onnx-int8, onnx-int4) with weights as external data"
+HELP = f"export ONNX artifacts ({', '.join(s.name for s in FORMATS.values())}) with weights as external data"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
     add_force_argument(parser)
     parser.add_argument("--out", required=True, help="artifacts root; writes <out>/onnx-<dtype>/")
-    parser.add_argument("--dtype", choices=["fp32", "fp16"], action="append",
+    parser.add_argument("--dtype", choices=FLOAT, action="append",
                         help="graph precision (repeatable; default fp32 unless only --quantize is given)")
-    parser.add_argument("--quantize", choices=["int8", "int4"], action="append",
+    parser.add_argument("--quantize", choices=QUANTIZED, action="append",
                         help="also write a quantized artifact: int8 (dynamic, MatMul weights) or int4 (AWQ "
                              "search, then 4-bit blocks; reuses <out>/awq-int4's search when it matches)")
     parser.add_argument("--int8-embedding", action="store_true",
@@ -32,16 +37,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def format_names(dtypes: list[str] | None, quantize: list[str] | None) -> list[str]:
     """FORMATS names for the flags, in a stable order, without duplicates."""
     wanted = list(dtypes or ([] if quantize else ["fp32"])) + list(quantize or [])
-    return [f"onnx-{d}" for d in dict.fromkeys(wanted)]
+    return [FORMATS[d].name for d in dict.fromkeys(wanted)]
 
 
 def run(args: argparse.Namespace) -> int:
     names = format_names(args.dtype, args.quantize)
-    options = {n: {"opset": args.opset} for n in names}
-    options.get("onnx-int8", {})["quantize_embedding"] = args.int8_embedding
-    options.get("onnx-int4", {})["quantize_embedding"] = not args.int4_fp32_embedding
-    options.get("onnx-int4", {})["progress"] = not args.quiet
-    manifests = export_formats(args.model, args.revision, Path(args.out), names, options, replace=args.force)
+    options = {FORMATS[d].name: {"opset": args.opset} for d in FORMATS}
+    options[FORMATS["int8"].name]["quantize_embedding"] = args.int8_embedding
+    options[FORMATS["int4"].name]["quantize_embedding"] = not args.int4_fp32_embedding
+    manifests = export_formats(args.model, args.revision, Path(args.out), names, options, replace=args.force,
+                               where=dict.fromkeys(names, "command-line options"))
     for manifest in manifests:
         size = sum(f["bytes"] for f in manifest.files.values())
         print(f"{Path(args.out) / manifest.format}  ({size / 2**20:.1f} MiB)")

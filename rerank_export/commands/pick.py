@@ -6,8 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..contract import DEFAULT_MAX_LENGTH
-from ..runtime import plan
-from ..select import render_decision
+from ..select import plan, render_decision
 from ._common import max_length_int, size_bytes
 
 NAME = "pick"

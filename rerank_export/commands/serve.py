@@ -99,13 +99,12 @@ def _run_builtin(args: argparse.Namespace, api_key: str | None) -> int:
 
 def _vllm_decision(args: argparse.Namespace) -> tuple[Decision, dict]:
     from ..host import device_facts, resolve_device
-    from ..select import FormatTraits, choose_artifact, plan
-    from ..vllm_command import is_original_checkpoint, original_checkpoint_manifest
+    from ..select import choose_artifact, plan
+    from ..vllm_command import is_original_checkpoint, original_checkpoint
 
     kind = resolve_device(args.device)  # cuda when a GPU is visible, else vLLM's CPU build
     if is_original_checkpoint(args.artifacts):
-        manifest = original_checkpoint_manifest(args.artifacts)
-        traits = {"original": FormatTraits(100, 0, ("cuda", "cpu"), manifest.dtype, "torch")}
+        manifest, traits = original_checkpoint(args.artifacts)
         decision = choose_artifact([(args.artifacts, manifest)], device_facts(kind, args.memory),
                                    args.max_length, traits, args.allow_unverified)
         return decision, {args.artifacts: manifest}

@@ -5,8 +5,11 @@ A new format is one module plus one line here.
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..errors import UsageError
 from . import awq, baseline, onnx
+from .options import NoOptions, parse_options
 from .spec import FormatSpec, Thresholds
 
 # Parity limits per format, set from measurements on the tiny models and the built-in eval set with
@@ -36,7 +39,7 @@ AWQ_LIMITS = Thresholds(max_abs_dp=0.45, mean_abs_dp=0.22, min_spearman_mean=0.2
                         min_kendall_mean=0.24, min_top1=0.25, min_ndcg10=0.95)
 
 # ONNX on the tiny model, built-in eval set (tests/unit/test_onnx.py): fp32 max |dp| ~5e-7, fp16 ~8e-4
-# (mean 2.5e-4), the same on every CPU. int8 uses 7-bit weights (formats/onnx.py INT8_REDUCE_RANGE) so it
+# (mean 2.5e-4), the same on every CPU. int8 uses 7-bit weights (formats/onnx/convert.py INT8_REDUCE_RANGE) so it
 # scores identically with AVX512-VNNI, AVX2 and SSE4.2: seeds 0-2 max |dp| 0.054, 0.101, 0.052, mean 0.011,
 # 0.026, 0.016, Spearman mean 0.94, 1.0, 1.0, top-1 1.0. (Full-range weights had reached 0.178 on AVX2.)
 ONNX_FP32_LIMITS = Thresholds(max_abs_dp=1e-5, mean_abs_dp=2e-6)
@@ -52,31 +55,43 @@ ONNX_INT4_LIMITS = AWQ_LIMITS
 # (benchmarks/RESULTS.md): onnx-int8 2.0 pairs/s, bf16 with native bf16 1.7 (emulated: last), onnx-int4
 # 1.6, onnx-fp32 1.1, fp32 0.84, awq-int4 0.80.
 
-FORMATS: dict[str, FormatSpec] = {
-    "awq-int4": FormatSpec("awq-int4", "awq", "int4", "torch", AWQ_LIMITS, fidelity=40, cpu_speed=10,
-                           devices=("cpu", "cuda"), exporter=awq.export, loader=awq.load),
-    "baseline-bf16": FormatSpec("baseline-bf16", "baseline", "bf16", "torch", HALF_LIMITS, fidelity=80,
-                                cpu_speed=65, devices=("cpu", "cuda"), exporter=baseline.export,
-                                loader=baseline.load),
-    "baseline-fp16": FormatSpec("baseline-fp16", "baseline", "fp16", "torch", HALF_LIMITS, fidelity=85,
-                                cpu_speed=5, devices=("cuda",), exporter=baseline.export,
-                                loader=baseline.load),
-    "baseline-fp32": FormatSpec("baseline-fp32", "baseline", "fp32", "torch", FP32_LIMITS, fidelity=100,
-                                cpu_speed=20, devices=("cpu", "cuda"), exporter=baseline.export,
-                                loader=baseline.load),
-    "onnx-fp16": FormatSpec("onnx-fp16", "onnx", "fp16", "onnxruntime", ONNX_FP16_LIMITS, fidelity=85,
-                            cpu_speed=10, devices=("cuda",), exporter=onnx.export, loader=onnx.load,
-                            extra="cpu", options={"opset": onnx.DEFAULT_OPSET}, exporter_many=onnx.export_many),
-    "onnx-fp32": FormatSpec("onnx-fp32", "onnx", "fp32", "onnxruntime", ONNX_FP32_LIMITS, fidelity=100,
-                            cpu_speed=40, devices=("cpu", "cuda"), exporter=onnx.export, loader=onnx.load,
-                            extra="cpu", options={"opset": onnx.DEFAULT_OPSET}, exporter_many=onnx.export_many),
-    "onnx-int4": FormatSpec("onnx-int4", "onnx", "int4", "onnxruntime", ONNX_INT4_LIMITS, fidelity=35,
-                            cpu_speed=60, devices=("cpu", "cuda"), exporter=onnx.export_int4, loader=onnx.load,
-                            extra="cpu", options={"opset": onnx.DEFAULT_OPSET}),
-    "onnx-int8": FormatSpec("onnx-int8", "onnx", "int8", "onnxruntime", ONNX_INT8_LIMITS, fidelity=60,
-                            cpu_speed=70, devices=("cpu", "cuda"), exporter=onnx.export, loader=onnx.load,
-                            extra="cpu", options={"opset": onnx.DEFAULT_OPSET}, exporter_many=onnx.export_many),
-}
+_ONNX = {"family": "onnx", "backend": "onnxruntime", "loader": onnx.load, "extra": "cpu"}
+_TORCH = {"backend": "torch", "vllm_loadable": True}
+_BASELINE = {**_TORCH, "family": "baseline", "exporter": baseline.export, "loader": baseline.load,
+             "options": NoOptions}
+
+FORMATS: dict[str, FormatSpec] = {s.name: s for s in (
+    FormatSpec("awq-int4", family="awq", dtype="int4", thresholds=AWQ_LIMITS, fidelity=40, cpu_speed=10,
+               devices=("cpu", "cuda"), exporter=awq.export, loader=awq.load, options=awq.AwqOptions,
+               vllm_quantization="awq", **_TORCH),
+    FormatSpec("baseline-bf16", dtype="bf16", thresholds=HALF_LIMITS, fidelity=80, cpu_speed=65,
+               devices=("cpu", "cuda"), needs_native_bf16=True, **_BASELINE),
+    FormatSpec("baseline-fp16", dtype="fp16", thresholds=HALF_LIMITS, fidelity=85, cpu_speed=5,
+               devices=("cuda",), **_BASELINE),
+    FormatSpec("baseline-fp32", dtype="fp32", thresholds=FP32_LIMITS, fidelity=100, cpu_speed=20,
+               devices=("cpu", "cuda"), **_BASELINE),
+    FormatSpec("onnx-fp16", dtype="fp16", thresholds=ONNX_FP16_LIMITS, fidelity=85, cpu_speed=10,
+               devices=("cuda",), exporter=onnx.export, exporter_many=onnx.export_many,
+               options=onnx.OnnxFp16Options, **_ONNX),
+    FormatSpec("onnx-fp32", dtype="fp32", thresholds=ONNX_FP32_LIMITS, fidelity=100, cpu_speed=40,
+               devices=("cpu", "cuda"), exporter=onnx.export, exporter_many=onnx.export_many,
+               options=onnx.OnnxOptions, **_ONNX),
+    FormatSpec("onnx-int4", dtype="int4", thresholds=ONNX_INT4_LIMITS, fidelity=35, cpu_speed=60,
+               devices=("cpu", "cuda"), exporter=onnx.export_int4, options=onnx.OnnxInt4Options, **_ONNX),
+    FormatSpec("onnx-int8", dtype="int8", thresholds=ONNX_INT8_LIMITS, fidelity=60, cpu_speed=70,
+               devices=("cpu", "cuda"), exporter=onnx.export, exporter_many=onnx.export_many,
+               options=onnx.OnnxInt8Options, **_ONNX),
+)}
+
+
+def family_formats(family: str) -> dict[str, FormatSpec]:
+    """{dtype: spec} of one family, for the exporting command's choices."""
+    return {s.dtype: s for s in FORMATS.values() if s.family == family}
+
+
+def parse_format_options(spec: FormatSpec, values: Any, where: str | None = None) -> Any:
+    """spec.options from a {key: value} table (or an instance); errors name `where`."""
+    return parse_options(spec.options, values if values is not None else {}, where or f"{spec.name} options")
 
 
 def get_format(name: str) -> FormatSpec:

@@ -7,16 +7,19 @@ from __future__ import annotations
 
 import json
 import logging
-import time
-from dataclasses import asdict
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from ..contract import save_tokenizer
-from ..errors import ArtifactError, UsageError
-from ..manifest import Manifest, atomic_dir
+from ..awq.settings import SearchSettings
+from ..calibration import DEFAULT_MAX_LENGTH, DEFAULT_SAMPLES
+from ..contract import save_tokenizer, write_rope_theta
+from ..errors import ArtifactError, UsageError, first_line
+from ..manifest import Manifest
+from ..progress import bars_enabled
 from .baseline import TorchBackend, to_sequence_classifier
-from .common import build_manifest
+from .common import write_manifest
+from .options import FRACTION, LENGTH, one_of, option
 
 log = logging.getLogger(__name__)
 
@@ -34,15 +37,30 @@ def quantization_config(bits: int, group_size: int) -> dict[str, Any]:
             "version": "gemm", "modules_to_not_convert": list(NOT_CONVERTED)}
 
 
-def search_settings(options: dict[str, Any]) -> Any:
-    """SearchSettings from exporter options (CLI flags); only 4-bit exists in the GEMM layout."""
-    from ..awq.search import SearchSettings
+@dataclass(frozen=True)
+class AwqOptions:
+    """The AWQ search and its calibration set (`rerank-export awq` flags, a recipe's `options`)."""
 
-    if int(options.get("w_bit", 4)) != 4:
-        raise UsageError(f"--w-bit {options['w_bit']} is not supported: the AWQ GEMM layout is 4-bit only")
-    known = SearchSettings.__dataclass_fields__
-    values = {k: v for k, v in options.items() if k in known}
-    return SearchSettings(**values)
+    w_bit: int = option(4, one_of(4), "weight bits (the AWQ GEMM layout is 4-bit only)")
+    group_size: int = 128
+    calib: str | None = option(None, help="calibration JSONL of {query, document[, instruction]} lines")
+    calib_samples: int = DEFAULT_SAMPLES
+    calib_max_length: int = option(DEFAULT_MAX_LENGTH, LENGTH)
+    clip: bool = True
+    scale_search: bool = True
+    n_grid: int = SearchSettings.n_grid
+    max_shrink: float = option(SearchSettings.max_shrink, FRACTION)
+    clip_tokens: int = SearchSettings.clip_tokens
+    search_tokens: int = SearchSettings.search_tokens
+    batch_tokens: int = SearchSettings.batch_tokens
+
+    def settings(self) -> SearchSettings:
+        return SearchSettings(**{f.name: getattr(self, f.name) for f in fields(SearchSettings)})
+
+    def calibration(self, tokenizer: Any) -> Any:
+        from ..calibration import load_calibration
+
+        return load_calibration(tokenizer, self.calib, self.calib_samples, self.calib_max_length)
 
 
 def check_group_size(decoder: Any, group_size: int) -> None:
@@ -70,8 +88,6 @@ def save_quantized(model: Any, folder: Path, bits: int, group_size: int) -> int:
     """Write config.json (with quantization_config) and model.safetensors (floats in fp16); returns bytes."""
     from safetensors.torch import save_file
 
-    from ..tiny import write_rope_theta
-
     state = {k: (v.half() if v.is_floating_point() else v).contiguous()
              for k, v in model.state_dict().items()}
     save_file(state, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
@@ -84,43 +100,32 @@ def save_quantized(model: Any, folder: Path, bits: int, group_size: int) -> int:
     return sum(v.numel() * v.element_size() for v in state.values())
 
 
-def run_search(source: Any, options: dict[str, Any]) -> tuple[Any, Any, float]:
-    """Calibration set, AWQResult and seconds taken, for the source's float decoder."""
-    from ..awq.search import search
-    from ..calibration import DEFAULT_MAX_LENGTH, DEFAULT_SAMPLES, load_calibration
+def run_search(source: Any, options: AwqOptions) -> tuple[Any, dict[str, Any]]:
+    """The AWQ result for the source's float decoder (cached; awq/cache.py) and its provenance."""
+    from ..awq.cache import cached_search
 
-    settings = search_settings(options)
+    settings = options.settings()
     check_group_size(source.lm.model, settings.group_size)
-    calib = load_calibration(source.tokenizer, options.get("calib"),
-                             int(options.get("calib_samples", DEFAULT_SAMPLES)),
-                             int(options.get("calib_max_length", DEFAULT_MAX_LENGTH)))
+    calib = options.calibration(source.tokenizer)
     log.info("AWQ: %d calibration prompts (%d tokens) from %s; settings %s", len(calib.input_ids),
              calib.num_tokens, calib.name, settings)
-    start = time.perf_counter()
-    result = search(source.lm.model, calib.input_ids, source.contract.pad_id, settings,
-                    progress=bool(options.get("progress", True)))
-    return calib, result, time.perf_counter() - start
+    return cached_search(source, settings, calib, progress=bars_enabled())
 
 
-def export(source: Any, out_root: Path, spec: Any, options: dict[str, Any]) -> Manifest:
-    """Search, apply, and write <out_root>/<spec.name>/: config, safetensors, tokenizer, search, manifest."""
-    calib, result, seconds = run_search(source, options)
+def export(source: Any, folder: Path, spec: Any, options: AwqOptions) -> Manifest:
+    """Search, apply, and write config, safetensors, tokenizer, search and manifest into `folder`."""
+    result, provenance = run_search(source, options)
     model = quantized_model(source, result)
-    target = Path(out_root) / spec.name
-    log.info("writing %s (AWQ int4, group size %d) to %s", spec.name, result.settings.group_size, target)
-    with atomic_dir(target) as tmp:
-        file_bytes = save_quantized(model, tmp, 4, result.settings.group_size)
-        (tmp / SEARCH_FILE).parent.mkdir()
-        result.save(tmp / SEARCH_FILE)
-        save_tokenizer(source.tokenizer, tmp)
-        backend = load(tmp, None, "cpu")
-        details = {"calibration": calib.describe(), "search": asdict(result.settings),
-                   "search_seconds": round(seconds, 1), "search_summary": result.summary(),
-                   "search_file": SEARCH_FILE, "weights_file_bytes": file_bytes,
-                   "quantization_config": quantization_config(4, result.settings.group_size)}
-        manifest = build_manifest(source, tmp, spec.name, spec.dtype, resident_bytes(backend.model),
-                                  details, overhead_bytes=dequant_overhead(backend.model))
-    return manifest
+    log.info("writing %s (AWQ int4, group size %d)", spec.name, result.settings.group_size)
+    file_bytes = save_quantized(model, folder, 4, result.settings.group_size)
+    (folder / SEARCH_FILE).parent.mkdir()
+    result.save(folder / SEARCH_FILE)
+    save_tokenizer(source.tokenizer, folder)
+    backend = load(folder, None, "cpu")
+    details = {**provenance, "search_file": SEARCH_FILE, "weights_file_bytes": file_bytes,
+               "quantization_config": quantization_config(4, result.settings.group_size)}
+    return write_manifest(source, folder, spec.name, spec.dtype, resident_bytes(backend.model), details,
+                          overhead_bytes=dequant_overhead(backend.model))
 
 
 def resident_bytes(model: Any) -> int:
@@ -158,20 +163,14 @@ def empty_model(config: Any, group_size: int, device: str, compute_dtype: Any) -
     forward hook, so a CPU runtime computes in fp32 without holding an fp32 copy of the vocabulary.
     """
     import torch
-    from torch import nn
     from transformers import Qwen3ForSequenceClassification
 
-    from ..awq.qlinear import WQLinearGEMM
+    from ..awq.qlinear import WQLinearGEMM, swap_linears
 
     with torch.device("meta"):
         model = Qwen3ForSequenceClassification(config).to(compute_dtype)
-        for block in model.model.layers:
-            for name, module in list(block.named_modules()):
-                if isinstance(module, nn.Linear):
-                    parent, _, child = name.rpartition(".")
-                    setattr(block.get_submodule(parent) if parent else block, child,
-                            WQLinearGEMM(module.in_features, module.out_features, group_size,
-                                         module.bias is not None))
+        swap_linears(model.model.layers, lambda m: WQLinearGEMM(m.in_features, m.out_features, group_size,
+                                                                 m.bias is not None))
         model.model.embed_tokens.to(torch.float16)
     model = model.to_empty(device=device)
     # to_empty leaves non-persistent buffers (rotary inv_freq) uninitialised: rebuild the module.
@@ -195,6 +194,5 @@ def load(folder: Path, manifest: Manifest | None, device: str = "cpu") -> TorchB
         state = load_file(str(folder / WEIGHTS_FILE), device=str(device))
         model.load_state_dict(state, strict=True)
     except (OSError, RuntimeError) as exc:  # missing file, missing/unexpected keys, shape mismatches
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ArtifactError(f"cannot load {folder / WEIGHTS_FILE}: {first}; rebuild the artifact") from exc
+        raise ArtifactError(f"cannot load {folder / WEIGHTS_FILE}: {first_line(exc)}; rebuild the artifact") from exc
     return TorchBackend(model.eval(), manifest.format if manifest else "awq-int4")

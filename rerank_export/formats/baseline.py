@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from ..contract import save_tokenizer
-from ..manifest import Manifest, atomic_dir
+from ..contract import save_tokenizer, write_rope_theta
+from ..manifest import Manifest
 from ..scoring import OutOfMemory
-from .common import build_manifest
+from .common import write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -65,20 +65,15 @@ def to_sequence_classifier(source: Any, dtype: str = "fp32") -> Any:
     return model
 
 
-def export(source: Any, out_root: Path, spec: Any, options: dict[str, Any]) -> Manifest:
-    """Write <out_root>/<spec.name>/: config, safetensors, tokenizer, manifest."""
-    from ..tiny import write_rope_theta
-
+def export(source: Any, folder: Path, spec: Any, options: Any) -> Manifest:
+    """Write config, safetensors, tokenizer and manifest into `folder` (the export stage's temp folder)."""
     model = to_sequence_classifier(source, spec.dtype)
-    target = Path(out_root) / spec.name
-    log.info("writing %s (%s) to %s", spec.name, spec.dtype, target)
-    with atomic_dir(target) as tmp:
-        model.save_pretrained(str(tmp))
-        save_tokenizer(source.tokenizer, tmp)
-        write_rope_theta(tmp / "config.json", 1_000_000.0)
-        weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-        manifest = build_manifest(source, tmp, spec.name, spec.dtype, weight_bytes)
-    return manifest
+    log.info("writing %s (%s)", spec.name, spec.dtype)
+    model.save_pretrained(str(folder))
+    save_tokenizer(source.tokenizer, folder)
+    write_rope_theta(folder / "config.json", 1_000_000.0)
+    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    return write_manifest(source, folder, spec.name, spec.dtype, weight_bytes)
 
 
 class TorchBackend:

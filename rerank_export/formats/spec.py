@@ -70,18 +70,21 @@ def _show(value: Any, limit: int = 40) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-Exporter = Callable[["SourceModel", Path, "FormatSpec", dict[str, Any]], "Manifest"]
+# Exporters write one artifact into the folder they are given (the export stage's temp folder, renamed
+# into place once measured) and return its manifest.
+Exporter = Callable[["SourceModel", Path, "FormatSpec", Any], "Manifest"]
 Loader = Callable[[Path, "Manifest", str], "Backend"]
-# Exports several formats of one family from shared work (ONNX: one fp32 trace for fp32, fp16 and int8).
-ManyExporter = Callable[["SourceModel", Path, "list[FormatSpec]", dict[str, dict[str, Any]]], "list[Manifest]"]
+# Exports several formats of one family from shared work (ONNX: one fp32 trace for fp32, fp16 and int8),
+# each into its own folder ({format name: folder}).
+ManyExporter = Callable[["SourceModel", "dict[str, Path]", "list[FormatSpec]", "dict[str, Any]"], "list[Manifest]"]
 
 
 @dataclass(frozen=True)
 class FormatSpec:
-    """One row of the FORMATS table."""
+    """One row of the FORMATS table: everything the rest of the toolkit knows about a format."""
 
     name: str  # also the artifact's folder name under the output root
-    family: str  # baseline | onnx | awq
+    family: str  # baseline | onnx | awq: the exporting command
     dtype: str  # storage precision of the decoder weights
     backend: str  # torch | onnxruntime
     thresholds: Thresholds
@@ -90,6 +93,11 @@ class FormatSpec:
     devices: tuple[str, ...]  # where the format runs: "cpu", "cuda"
     exporter: Exporter
     loader: Loader
+    options: type  # the exporter's options dataclass (formats/options.py parses it)
     extra: str | None = None  # pip extra the format needs beyond the base install
-    options: dict[str, Any] | None = None  # default exporter options
     exporter_many: ManyExporter | None = None
+    # Runs slower than fp32 on a CPU that emulates its dtype (bf16 without AVX512-BF16 or AMX).
+    needs_native_bf16: bool = False
+    # vLLM loads the folder as it is (a Hugging Face checkpoint); with this --quantization method if set.
+    vllm_loadable: bool = False
+    vllm_quantization: str | None = None

@@ -118,7 +118,7 @@ def test_a_killed_export_leaves_nothing_the_next_export_keeps(tiny_model, tmp_pa
     script = (
         "import sys, time\n"
         "import rerank_export.formats.baseline as b\n"
-        "b.build_manifest = lambda *a, **k: time.sleep(600)\n"
+        "b.write_manifest = lambda *a, **k: time.sleep(600)\n"
         "from rerank_export.cli import main\n"
         f"sys.exit(main(['baseline', '--model', {str(tiny_model)!r}, '--out', {str(out)!r}]))\n"
     )
@@ -270,9 +270,9 @@ BASE_RECIPE = 'name = "r"\n[source]\nmodel = "MODEL"\n[[artifacts]]\nformat = "b
 @pytest.mark.parametrize("patch, fragment", [
     (("", '[parity]\nmax_queries = "abc"\n'), "[parity]: 'max_queries' must be a positive integer, not 'abc'"),
     (('model = "MODEL"', "model = 42"), "[source]: 'model' must be a non-empty string, not 42"),
-    (("", 'options = { calib_samples = "abc" }\n'), "unknown option 'calib_samples' for baseline-bf16"),
+    (("", 'options = { calib_samples = "abc" }\n'), "options for baseline-bf16: unknown option 'calib_samples'"),
     (('format = "baseline-bf16"', 'format = "awq-int4"\noptions = { calib_samples = "abc" }'),
-     "options: 'calib_samples' must be a positive integer, not 'abc'"),
+     "options for awq-int4: 'calib_samples' must be a positive integer, not 'abc'"),
     (("", "[parity]\nthresholds = 5\n"), "[parity]: 'thresholds' must be a table, not 5"),
     (("", '[parity.thresholds.baseline-bf16]\nmax_abs_dp = "0.1"\n'), "max_abs_dp must be a finite number"),
     (("", '[[targets]]\nname = "t"\ndevice = "cpu"\nmemory = "4GiB"\nmax_length = "big"\n'),

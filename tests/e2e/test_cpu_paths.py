@@ -29,7 +29,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.needs_fixtures,
               pytest.mark.skipif(shutil.which("qemu-x86_64") is None, reason="qemu-user not installed")]
 
 SCORER = Path(__file__).with_name("_score_artifact.py")
-SEARCH = {"calib_samples": 16, "search_tokens": 512, "progress": False}
+SEARCH = {"calib_samples": 16, "search_tokens": 512}
 # qemu CPU model -> the ISA PyTorch's dispatcher must report inside it (proof that CPUID was emulated).
 CPUS = {"Nehalem": "DEFAULT", "Haswell": "AVX2"}
 NAMES = ("onnx-int8", "onnx-int4")

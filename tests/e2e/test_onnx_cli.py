@@ -72,9 +72,10 @@ def test_format_names_from_flags():
     assert format_names(None, ["int4", "int8"]) == ["onnx-int4", "onnx-int8"]
 
 
-def test_int4_through_the_cli_can_keep_the_embedding_fp32(tiny_model, tmp_path):
+def test_int4_through_the_cli_can_keep_the_embedding_fp32(tiny_model, tmp_path, monkeypatch):
     import onnx
 
+    monkeypatch.setenv("RERANK_EXPORT_CACHE", str(tmp_path / "cache"))  # an empty cache: the search runs here
     out = tmp_path / "artifacts"
     assert main(["--quiet", "onnx", "--model", str(tiny_model), "--out", str(out), "--quantize", "int4",
                  "--int4-fp32-embedding"]) == 0

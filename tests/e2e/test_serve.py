@@ -124,6 +124,8 @@ def test_instruction_changes_the_prompt(url, reranker):
     expected = reranker.score([("capital of France?", d) for d in DOCS[:2]], "Find fruit facts")
     got = {x["index"]: x["relevance_score"] for x in data["results"]}
     assert np.allclose([got[0], got[1]], expected, atol=SAME_ARTIFACT_TOL)
+    plain = reranker.score([("capital of France?", d) for d in DOCS[:2]])  # the default instruction
+    assert not np.allclose(plain, expected, atol=SAME_ARTIFACT_TOL), "the instruction changed nothing"
 
 
 def test_truncation_is_reported_in_usage(url):

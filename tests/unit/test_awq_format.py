@@ -23,7 +23,7 @@ from .test_awq_pack import reference_dequantize
 pytestmark = pytest.mark.needs_fixtures
 
 NAME = "awq-int4"
-OPTIONS = {"calib_samples": 16, "search_tokens": 512, "progress": False}
+OPTIONS = {"calib_samples": 16, "search_tokens": 512}
 LOADER_ATOL = 1e-3  # loader (fp16 hook, packed on-the-fly) vs the independent fp32 dequantised model
 LINEARS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
            "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
@@ -126,7 +126,7 @@ def test_missing_weights_are_refused(awq_root, copy_tree):
         load(folder, None, "cpu")
 
 
-@pytest.mark.parametrize("options, message", [({"w_bit": 3}, "--w-bit 3"), ({"group_size": 96}, "--group-size 96")])
+@pytest.mark.parametrize("options, message", [({"w_bit": 3}, "awq-int4 options: .w_bit. must be one of 4"), ({"group_size": 96}, "--group-size 96")])
 def test_bad_options_fail_before_the_search(source, tmp_path, options, message):
     with pytest.raises(UsageError, match=message):
         export_formats(source.model_id, None, tmp_path, [NAME], {NAME: options}, source=source)

@@ -11,6 +11,7 @@ import pytest
 from rerank_export.contract import pad_left
 from rerank_export.errors import ArtifactError, MissingExtra
 from rerank_export.evalsets import builtin_eval_set
+from rerank_export.export import export_formats
 from rerank_export.formats import FORMATS
 from rerank_export.formats import onnx as ox
 from rerank_export.manifest import read_manifest
@@ -30,7 +31,7 @@ SEED = 0
 def onnx_root(tmp_path_factory, source) -> Path:
     """All three ONNX artifacts of the tiny model, from one fp32 export (read-only: copy to mutate)."""
     root = tmp_path_factory.mktemp("onnx")
-    ox.export_many(source, root, [FORMATS[n] for n in ONNX_NAMES])
+    export_formats(source.model_id, None, root, ONNX_NAMES, source=source)
     return root
 
 
@@ -153,7 +154,7 @@ def test_fp16_survives_large_activations_where_naive_fp16_does_not(tiny_model, t
     ids, mask = _batch(src, "left")
     assert _residual_rms(src, ids) > FP16_SQUARE_LIMIT  # the stress really overflows x^2 in fp16
     fp32 = ox.export_fp32_graph(src, tmp_path / "fp32.onnx")
-    ox.to_fp16(fp32, tmp_path / "safe.onnx", {})
+    ox.to_fp16(fp32, tmp_path / "safe.onnx", ox.OnnxFp16Options())
     naive = convert_float_to_float16(str(fp32), keep_io_types=True)
     OnnxModel(naive).topological_sort()
     ox.save_external(naive, tmp_path / "naive.onnx")

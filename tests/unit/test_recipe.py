@@ -3,8 +3,8 @@ from pathlib import Path
 import pytest
 
 from rerank_export.errors import RecipeError
-from rerank_export.formats import FORMATS
-from rerank_export.recipe import OPTIONS, load_recipe, parse_recipe
+from rerank_export.formats import FORMATS, parse_format_options
+from rerank_export.recipe import load_recipe, parse_recipe
 
 ROOT = Path(__file__).resolve().parents[2]
 MINIMAL = {"name": "r", "source": {"model": "m"}, "artifacts": [{"format": "baseline-bf16"}]}
@@ -44,12 +44,16 @@ def test_bad_recipes_name_the_key(patch, message):
     ({"source": {"revision": "main"}}, "[source]: 'model' is missing"),
     ({"source": "m"}, "[source]: expected a table, not 'm'"),
     ({"artifacts": [{"format": "awq-int4", "options": {"calib_samples": "abc"}}]},
-     "artifacts[0]: options: 'calib_samples' must be a positive integer, not 'abc'"),
+     "artifacts[0]: options for awq-int4: 'calib_samples' must be a positive integer, not 'abc'"),
     ({"artifacts": [{"format": "awq-int4", "options": {"calib_sample": 3}}]},
-     "unknown option 'calib_sample' for awq-int4"),
-    ({"artifacts": [{"format": "awq-int4", "options": {"w_bit": 3}}]}, "'w_bit' must be 4"),
+     "options for awq-int4: unknown option 'calib_sample' (known: batch_tokens, calib, calib_max_length,"),
+    ({"artifacts": [{"format": "awq-int4", "options": {"progress": False}}]},  # output settings are not options
+     "unknown option 'progress'"),
+    ({"artifacts": [{"format": "awq-int4", "options": {"w_bit": 3}}]}, "'w_bit' must be one of 4, not 3"),
+    ({"artifacts": [{"format": "onnx-fp16", "options": {"fp32_ops": ["Softmax", 3]}}]},
+     "'fp32_ops' must be a non-empty list of strings"),
     ({"artifacts": [{"format": "onnx-int8", "options": {"opset": 23}}]}, "'opset' must be one of 18, 19, 20"),
-    ({"artifacts": [{"format": "baseline-bf16", "options": {"x": 1}}]}, "for baseline-bf16 (known: none)"),
+    ({"artifacts": [{"format": "baseline-bf16", "options": {"x": 1}}]}, "options for baseline-bf16: unknown option 'x' (known: none)"),
     ({"artifacts": [{"format": "baseline-bf16", "options": 5}]}, "'options' must be a table, not 5"),
     ({"artifacts": [{"format": "baseline-bf16"}, {"format": "baseline-bf16"}]}, "'baseline-bf16' appears more"),
     ({"artifacts": ["baseline-bf16"]}, "artifacts[0]: expected a table"),
@@ -78,8 +82,13 @@ def test_every_value_is_checked_when_read(patch, message):
     assert message in str(exc.value) and str(exc.value).startswith("r.toml: ")
 
 
-def test_every_format_has_an_options_entry():
-    assert set(OPTIONS) == set(FORMATS)
+@pytest.mark.parametrize("name", sorted(FORMATS))
+def test_every_format_parses_its_defaults_and_round_trips(name):
+    from rerank_export.formats.options import as_table
+
+    spec = FORMATS[name]
+    defaults = parse_format_options(spec, {})
+    assert parse_format_options(spec, as_table(defaults)) == defaults  # lists back to tuples, same values
 
 
 def test_valid_options_thresholds_and_targets_pass():

@@ -11,8 +11,9 @@ import rerank_export
 from rerank_export.cli import main
 from rerank_export.errors import ArtifactError, NoArtifactFits, UsageError
 from rerank_export.evalsets import builtin_eval_set
+from rerank_export.host import device_facts
 from rerank_export.manifest import read_manifest
-from rerank_export.runtime import Reranker, device_facts
+from rerank_export.runtime import Reranker
 from rerank_export.scoring import OutOfMemory
 from rerank_export.select import USABLE_FRACTION, token_budget
 
@@ -164,7 +165,7 @@ def test_device_facts():
 
 
 def test_cuda_without_a_gpu_or_budget_is_a_usage_error(monkeypatch):
-    monkeypatch.setattr("rerank_export.runtime.cuda_available", lambda: False)
+    monkeypatch.setattr("rerank_export.host.cuda_available", lambda: False)
     with pytest.raises(UsageError, match="no CUDA GPU"):
         device_facts("cuda")
 

@@ -27,7 +27,8 @@ PASS, FAIL = {"verdict": "pass"}, {"verdict": "fail"}
 
 TRAITS = {
     "fp32": FormatTraits(fidelity=100, cpu_speed=20, devices=("cpu", "cuda"), dtype="fp32", backend="torch"),
-    "bf16": FormatTraits(fidelity=80, cpu_speed=30, devices=("cpu", "cuda"), dtype="bf16", backend="torch"),
+    "bf16": FormatTraits(fidelity=80, cpu_speed=30, devices=("cpu", "cuda"), dtype="bf16", backend="torch",
+                         needs_native_bf16=True),
     "fp16": FormatTraits(fidelity=85, cpu_speed=5, devices=("cuda",), dtype="fp16", backend="torch"),
     "onnx-int8": FormatTraits(fidelity=40, cpu_speed=90, devices=("cpu",), dtype="int8", backend="onnxruntime"),
     "int4": FormatTraits(fidelity=50, cpu_speed=10, devices=("cuda",), dtype="int4", backend="torch"),

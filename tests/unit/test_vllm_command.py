@@ -136,7 +136,7 @@ def test_print_command_for_a_real_artifact_on_a_cpu(baseline_artifacts, capsys):
 
 
 def test_print_command_for_a_gpu_plan(baseline_artifacts, capsys, monkeypatch):
-    monkeypatch.setattr("rerank_export.runtime.cuda_available", lambda: False)
+    monkeypatch.setattr("rerank_export.host.cuda_available", lambda: False)
     cmd = print_command([str(baseline_artifacts), "--device", "cuda", "--memory", "16GiB", "--max-length", "2048",
                          "--allow-unverified"], capsys)
     assert flag(cmd, "--model").endswith("baseline-fp32")  # highest fidelity on a GPU

@@ -1,0 +1,133 @@
+"""The export stage's ONNX part: trace the fp32 scorer once with the dynamo exporter, then write each
+requested artifact from it (int4 from an AWQ-scaled copy of the decoder)."""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ...contract import save_tokenizer
+from ...errors import UsageError
+from ...manifest import Manifest, scratch_dir
+from ..common import write_manifest
+from .convert import CONVERSIONS
+from .graph import DATA_FILE, DEFAULT_OPSET, HEAD, INPUTS, MODEL_FILE, OUTPUT, SUPPORTED_OPSETS, require
+from .options import OnnxInt4Options, OnnxOptions
+
+log = logging.getLogger(__name__)
+
+
+def build_scorer(source: Any, decoder: Any = None) -> Any:
+    """An nn.Module (input_ids, attention_mask) -> fp32 logit_yes - logit_no at each row's last real token.
+
+    `decoder` replaces the source's decoder (int4 passes an AWQ-scaled copy); the head is the source's.
+    """
+    import torch
+
+    yes, no = source.head_rows()
+
+    class Scorer(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.decoder = source.lm.model if decoder is None else decoder  # export only traces it
+            head = torch.nn.Parameter((yes - no).detach().clone(), requires_grad=False)
+            self.register_parameter(HEAD, head)
+
+        def forward(self, input_ids: Any, attention_mask: Any) -> Any:
+            hidden = self.decoder(input_ids=input_ids, attention_mask=attention_mask,
+                                  use_cache=False).last_hidden_state
+            positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+            last = (positions * attention_mask).argmax(dim=1)
+            h = hidden[torch.arange(input_ids.shape[0], device=input_ids.device), last]
+            return h.float() @ getattr(self, HEAD)
+
+    return Scorer().eval()
+
+
+def export_fp32_graph(source: Any, path: Path, opset: int = DEFAULT_OPSET, decoder: Any = None) -> Path:
+    """Export the fp32 scorer to `path` (+ `path`.data) with the dynamo exporter."""
+    import torch
+
+    require("onnxscript")
+    if opset not in SUPPORTED_OPSETS:
+        raise UsageError(f"opset {opset} is not supported; use one of {list(SUPPORTED_OPSETS)}")
+    model = build_scorer(source, decoder)
+    ids = torch.full((2, 16), source.contract.pad_id, dtype=torch.int64)
+    mask = torch.ones_like(ids)
+    mask[0, :4] = 0  # a padded row, so the trace does not specialise on an all-ones mask
+    batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
+    log.info("exporting the fp32 ONNX graph (opset %d) to %s", opset, path)
+    with torch.inference_mode(False), torch.no_grad():
+        program = torch.onnx.export(
+            model, (ids, mask), dynamo=True, opset_version=opset, input_names=list(INPUTS),
+            output_names=[OUTPUT], dynamic_shapes={"input_ids": {0: batch, 1: seq},
+                                                   "attention_mask": {0: batch, 1: seq}},
+            optimize=True, verbose=False,
+        )
+    program.save(str(path), external_data=True)
+    return path
+
+
+def export(source: Any, folder: Path, spec: Any, options: OnnxOptions) -> Manifest:
+    """Write model.onnx, model.onnx.data, tokenizer and manifest into `folder`."""
+    return export_many(source, {spec.name: folder}, [spec], {spec.name: options})[0]
+
+
+def export_many(source: Any, folders: dict[str, Path], specs: Sequence[Any],
+                options: dict[str, OnnxOptions]) -> list[Manifest]:
+    """Trace the fp32 graph once, then write every requested ONNX artifact from it into its folder."""
+    opsets = {options[s.name].opset for s in specs}
+    if len(opsets) != 1:
+        raise UsageError(f"ONNX formats in one export must share an opset, got {sorted(opsets)}")
+    for spec in specs:
+        if spec.dtype not in CONVERSIONS:
+            raise UsageError(f"no ONNX conversion to '{spec.dtype}'; known: {', '.join(CONVERSIONS)}")
+    with scratch_dir(next(iter(folders.values())).parent, ".onnx-export-") as scratch:
+        fp32 = export_fp32_graph(source, Path(scratch) / MODEL_FILE, opsets.pop())
+        return [_write_artifact(source, fp32, folders[s.name], s, options[s.name]) for s in specs]
+
+
+def export_int4(source: Any, folder: Path, spec: Any, options: OnnxInt4Options) -> Manifest:
+    """AWQ's scales and clipping applied to an fp32 copy of the decoder, exported, then cut to 4 bits.
+
+    Blocks run along the input dimension with AWQ's group size, as in awq-int4, so the clipping the
+    search chose per group bounds each MatMulNBits block the same way. The search is awq-int4's own
+    (formats/awq.run_search), cached for both.
+    """
+    from ...awq.apply import clip_weights, fold_scales
+    from ..awq import run_search
+
+    result, provenance = run_search(source, options)
+    decoder = copy.deepcopy(source.lm.model).float()
+    fold_scales(decoder, result)
+    clip_weights(decoder, result)
+    with scratch_dir(folder.parent, ".onnx-export-") as scratch:
+        fp32 = export_fp32_graph(source, Path(scratch) / MODEL_FILE, options.opset, decoder)
+        del decoder
+        return _write_artifact(source, fp32, folder, spec, options, {"awq": provenance})
+
+
+def _write_artifact(source: Any, fp32: Path, folder: Path, spec: Any, options: OnnxOptions,
+                    extra: dict[str, Any] | None = None) -> Manifest:
+    import onnx
+
+    log.info("writing %s", spec.name)
+    details = {**CONVERSIONS[spec.dtype](fp32, folder / MODEL_FILE, options), **(extra or {})}
+    save_tokenizer(source.tokenizer, folder)
+    weight_bytes = sum(p.stat().st_size for p in (folder / MODEL_FILE, folder / DATA_FILE))
+    graph = onnx.load(str(folder / MODEL_FILE), load_external_data=False)
+    opset = next(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx"))
+    details.update(_provenance(opset))
+    return write_manifest(source, folder, spec.name, spec.dtype, weight_bytes, details)
+
+
+def _provenance(opset: int) -> dict[str, Any]:
+    import onnxruntime
+    import torch
+
+    return {"graph": "decoder + yes-minus-no head at the last real token (from attention_mask)",
+            "model_file": MODEL_FILE, "external_data": DATA_FILE, "inputs": list(INPUTS), "output": OUTPUT,
+            "opset": opset, "onnxruntime": onnxruntime.__version__, "torch": torch.__version__}

@@ -1,0 +1,40 @@
+"""The ONNX scorer's contract (file names, inputs, output, opsets) and helpers every ONNX module shares."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ...errors import MissingExtra
+
+MODEL_FILE = "model.onnx"
+DATA_FILE = MODEL_FILE + ".data"
+INPUTS = ("input_ids", "attention_mask")
+OUTPUT = "logit"
+HEAD = "score_head"  # the initializer holding W[yes] - W[no]; conversions leave its MatMul in fp32
+DEFAULT_OPSET = 20
+# 18-20 export and run; opset 23 exports a RotaryEmbedding op that onnxruntime rejects at run time.
+SUPPORTED_OPSETS = (18, 19, 20)
+
+
+def require(package: str) -> Any:
+    """Import an optional package, or say which extra installs it."""
+    import importlib
+
+    try:
+        return importlib.import_module(package)
+    except ImportError:
+        raise MissingExtra(package.split(".")[0], "cpu") from None
+
+
+def save_external(model: Any, path: Path) -> None:
+    """Save with every weight in `<path>.data` (small constants stay inline: shape inference reads them)."""
+    import onnx
+
+    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=path.name + ".data", size_threshold=1024)
+
+
+def head_nodes(model: Any) -> list[str]:
+    """Names of the nodes that read the score head (kept in full precision by every conversion)."""
+    return [n.name for n in model.graph.node if HEAD in n.input]

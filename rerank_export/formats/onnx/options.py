@@ -1,0 +1,37 @@
+"""Each ONNX format's exporter options (recipe `options`, `rerank-export onnx` flags)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..awq import AwqOptions
+from ..options import NON_NEGATIVE, one_of, option
+from .convert import FP16_FP32_OPS, INT4_ACCURACY_LEVEL, INT4_EMBEDDING_BLOCK, INT8_REDUCE_RANGE
+from .graph import DEFAULT_OPSET, SUPPORTED_OPSETS
+
+
+@dataclass(frozen=True)
+class OnnxOptions:
+    opset: int = option(DEFAULT_OPSET, one_of(*SUPPORTED_OPSETS), "ONNX opset of the exported graph")
+
+
+@dataclass(frozen=True)
+class OnnxFp16Options(OnnxOptions):
+    fp32_ops: tuple[str, ...] = FP16_FP32_OPS  # op types kept in fp32 (besides the norms and the head)
+    fp32_norms: bool = True
+
+
+@dataclass(frozen=True)
+class OnnxInt8Options(OnnxOptions):
+    quantize_embedding: bool = False  # also the embedding Gather (about halves the file)
+    per_channel: bool = True
+    reduce_range: bool = INT8_REDUCE_RANGE
+
+
+@dataclass(frozen=True)
+class OnnxInt4Options(OnnxOptions, AwqOptions):
+    """The AWQ search's options (shared with awq-int4, and its cached search) plus the 4-bit blocks'."""
+
+    quantize_embedding: bool = True
+    accuracy_level: int = option(INT4_ACCURACY_LEVEL, NON_NEGATIVE, "MatMulNBits accuracy level")
+    embedding_block_size: int = INT4_EMBEDDING_BLOCK

@@ -1,0 +1,130 @@
+"""Loading an ONNX artifact: check the graph and its external data, open an onnxruntime session, score."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ...errors import ArtifactError, MissingExtra, UsageError, first_line
+from ...manifest import Manifest
+from ...scoring import OutOfMemory
+from .graph import INPUTS, MODEL_FILE, OUTPUT, require
+
+log = logging.getLogger(__name__)
+
+
+def check_graph(path: Path) -> None:
+    """Refuse a missing/truncated model.onnx, a missing external data file, or unexpected inputs."""
+    onnx = require("onnx")
+    if not path.is_file():
+        raise ArtifactError(f"{path} is missing: the ONNX artifact is incomplete; rebuild it")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf's DecodeError and onnx's own errors share no base class
+        raise ArtifactError(f"{path} is not a readable ONNX model (truncated or corrupted?): {first_line(exc)}; "
+                            "rebuild it") from exc
+    _check_io(path, model)
+    _check_external_data(path, model)
+
+
+def _check_io(path: Path, model: Any) -> None:
+    int64 = 7  # onnx.TensorProto.INT64
+    inputs = [(i.name, i.type.tensor_type.elem_type) for i in model.graph.input]
+    if inputs != [(name, int64) for name in INPUTS]:
+        raise ArtifactError(f"{path} has inputs {[n for n, _ in inputs]} (element types "
+                            f"{[t for _, t in inputs]}), expected int64 {list(INPUTS)}: not a rerank-export "
+                            "ONNX scorer; rebuild it")
+    outputs = [o.name for o in model.graph.output]
+    if outputs != [OUTPUT]:
+        raise ArtifactError(f"{path} has outputs {outputs}, expected ['{OUTPUT}']: not a rerank-export ONNX "
+                            "scorer; rebuild it")
+
+
+def _check_external_data(path: Path, model: Any) -> None:
+    for tensor in model.graph.initializer:
+        if tensor.data_location != 1:  # onnx.TensorProto.EXTERNAL
+            continue
+        info = {e.key: e.value for e in tensor.external_data}
+        data = path.parent / info.get("location", "")
+        if not data.is_file():
+            raise ArtifactError(f"{data} is missing: {path.name} keeps its weights there; copy it beside "
+                                f"{path.name} or rebuild the artifact")
+        end = int(info.get("offset", 0)) + int(info.get("length", 0))
+        if data.stat().st_size < end:
+            raise ArtifactError(f"{data} is truncated ({data.stat().st_size} bytes, tensor '{tensor.name}' "
+                                f"ends at {end}); rebuild the artifact")
+
+
+def providers_for(device: str) -> list[str]:
+    """Execution providers: CUDA when asked for ("cuda") or available ("auto"), else CPU."""
+    ort = require("onnxruntime")
+    available = ort.get_available_providers()
+    has_cuda = "CUDAExecutionProvider" in available
+    if device == "cuda" and not has_cuda:
+        raise MissingExtra("onnxruntime-gpu", "gpu")
+    if device not in ("cpu", "cuda", "auto"):
+        raise UsageError(f"unknown device '{device}' for onnxruntime; use cpu, cuda or auto")
+    if device == "cuda" or (device == "auto" and has_cuda):
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
+
+
+def session_options(threads: int | None = None, optimization: str = "all") -> Any:
+    """Thread count (None = onnxruntime's default, one per physical core) and graph optimisation level."""
+    ort = require("onnxruntime")
+    if optimization not in OPTIMIZATION_LEVELS:
+        raise UsageError(f"unknown optimisation level '{optimization}'; use one of {OPTIMIZATION_LEVELS}")
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, f"ORT_ENABLE_{optimization.upper()}",
+                                            ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+    if threads is not None:
+        opts.intra_op_num_threads = int(threads)
+        opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3  # errors only: ORT warns about every unused initializer otherwise
+    return opts
+
+
+def make_session(path: Path, device: str = "cpu", threads: int | None = None,
+                 optimization: str = "all") -> Any:
+    """A checked onnxruntime session for an artifact's model.onnx."""
+    ort = require("onnxruntime")
+    check_graph(Path(path))
+    try:
+        return ort.InferenceSession(str(path), sess_options=session_options(threads, optimization),
+                                    providers=providers_for(device))
+    except (RuntimeError, ort.capi.onnxruntime_pybind11_state.Fail) as exc:
+        raise ArtifactError(f"onnxruntime cannot load {path}: {first_line(exc)}") from exc
+
+
+class OnnxBackend:
+    """Scores with an onnxruntime session over the single-logit graph (parity gate and runtime)."""
+
+    def __init__(self, session: Any, name: str = "onnx") -> None:
+        self.session = session
+        self.name = name
+        self.providers = session.get_providers()
+
+    def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        feed = {INPUTS[0]: np.ascontiguousarray(input_ids, dtype=np.int64),
+                INPUTS[1]: np.ascontiguousarray(attention_mask, dtype=np.int64)}
+        try:
+            out = self.session.run([OUTPUT], feed)[0]
+        except Exception as exc:  # onnxruntime raises its own classes, not MemoryError
+            if "allocate" in str(exc).lower() or "out of memory" in str(exc).lower():
+                raise OutOfMemory(str(exc)) from exc
+            raise
+        return np.asarray(out, dtype=np.float32).reshape(-1)
+
+
+def load(folder: Path, manifest: Manifest, device: str = "cpu", threads: int | None = None,
+         optimization: str = "all") -> OnnxBackend:
+    """The onnxruntime backend of an ONNX artifact folder."""
+    session = make_session(Path(folder) / MODEL_FILE, device, threads, optimization)
+    log.info("loaded %s on %s", folder, session.get_providers()[0])
+    return OnnxBackend(session, manifest.format)
