@@ -81,6 +81,13 @@ class Reranker:
         self.progress = progress
         self._lock = threading.Lock()  # one forward pass at a time: they would only fight over cores/memory
 
+    def release_memory(self) -> None:
+        """Give back what the backend caches between batches (onnxruntime's arena); a no-op for the rest."""
+        release = getattr(self.backend, "release_memory", None)
+        if release is not None:
+            with self._lock:
+                release()
+
     @classmethod
     def from_folder(cls, folder: Path, manifest: Manifest, decision: Decision, prefix_reuse: bool = True,
                     progress: bool = False) -> Reranker:

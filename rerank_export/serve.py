@@ -396,8 +396,10 @@ def chunk_bounds(counts: list[int], max_pairs: int = CHUNK_PAIRS, max_tokens: in
     return [*chunks, range(start, len(counts))] if counts else chunks
 
 
-def release_memory() -> None:
-    """Hand freed memory back to the OS: Python's cycles, then glibc's free heap pages (no-op elsewhere)."""
+def release_memory(reranker: Any) -> None:
+    """Hand freed memory back to the OS: the backend's cache (onnxruntime's arena), Python's cycles, then
+    glibc's free heap pages (no-op elsewhere)."""
+    reranker.release_memory()
     gc.collect()
     trim = _malloc_trim()
     if trim is not None:
@@ -433,7 +435,7 @@ def score_chunks(reranker: Any, pairs: list[tuple[str, str]], options: Options, 
         scores, tokens = scores + s, tokens + t
         truncated.update(chunk.start + i for i in tr)
     if tokens >= RELEASE_AFTER_TOKENS:
-        release_memory()
+        release_memory(reranker)
     return scores, tokens, sorted(truncated)
 
 

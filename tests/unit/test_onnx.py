@@ -207,3 +207,23 @@ def test_session_options_and_providers():
         assert ox.providers_for("auto") == ["CPUExecutionProvider"]
         with pytest.raises(MissingExtra, match="onnxruntime-gpu"):
             ox.providers_for("cuda")
+
+
+def test_release_memory_hands_the_arena_back(onnx_root):
+    """onnxruntime keeps its arena at the high-water mark after a long sequence; release_memory returns it
+    (the server calls it after large requests), and the session still scores the same afterwards."""
+    from rerank_export.memory import rss_bytes
+
+    folder = onnx_root / "onnx-int8"
+    backend = ox.load(folder, read_manifest(folder), "cpu")
+    ids = np.random.default_rng(0).integers(0, 1000, size=(1, 3072))
+    mask = np.ones_like(ids)
+    backend.logits(ids[:, :16], mask[:, :16])
+    loaded = rss_bytes()
+    first = backend.logits(ids, mask)
+    grown = rss_bytes() - loaded
+    backend.release_memory()
+    kept = rss_bytes() - loaded
+    assert grown > 100 * 2**20, f"a 3,072-token pass grew RSS by only {grown / 2**20:.0f} MiB: nothing to release"
+    assert kept < 0.2 * grown, f"{kept / 2**20:.0f} of {grown / 2**20:.0f} MiB still held"
+    assert np.array_equal(backend.logits(ids, mask), first)

@@ -121,6 +121,18 @@ class OnnxBackend:
             raise
         return np.asarray(out, dtype=np.float32).reshape(-1)
 
+    def release_memory(self) -> None:
+        """Hand onnxruntime's cached activation memory back. Its arena stays at its high-water mark (on the
+        tiny int8 model one 4,096-token document leaves 1.4 GiB behind; the 0.6B shape 5.5 GB after 8,192),
+        and shrinks only at the end of a run that asks for it: a one-token run does, in about 0.1 s. Kept
+        out of every batch: a shrunk arena is rebuilt by the next run (a 4,096-token pass took 1.9x as long)."""
+        ort = require("onnxruntime")
+        devices = "cpu:0" + (";gpu:0" if "CUDAExecutionProvider" in self.providers else "")
+        options = ort.RunOptions()
+        options.add_run_config_entry("memory.enable_memory_arena_shrinkage", devices)
+        one = np.zeros((1, 1), dtype=np.int64)
+        self.session.run([OUTPUT], {INPUTS[0]: one, INPUTS[1]: np.ones_like(one)}, options)
+
 
 def load(folder: Path, manifest: Manifest, device: str = "cpu", threads: int | None = None,
          optimization: str = "all") -> OnnxBackend:
