@@ -3,6 +3,8 @@
 Quantized kernels round differently by instruction set: onnxruntime's int8 and 4-bit matmuls take
 separate AVX2, AVX512-VNNI and AMX paths, so the same artifact scores a little differently on each CPU.
 Every parity report and benchmark result records these facts beside its numbers.
+
+Also the selector's device facts (free memory, CUDA, native bf16): what this machine offers an artifact.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ import numpy as np
 from scipy import stats
 
 from .card import write_card
+from .contract import pad_left
 from .errors import ArtifactError, RerankExportError, UsageError
 from .evalsets import EvalSet
 from .formats import get_format
@@ -26,7 +27,7 @@ from .formats.spec import Thresholds
 from .host import cpu_facts, describe_cpu, engine_facts
 from .manifest import Manifest, find_artifacts, read_manifest, verify_files
 from .reference import ReferenceBackend, SourceModel
-from .scoring import Backend, score_encoded
+from .scoring import DEFAULT_TOKEN_BUDGET, Backend, score_encoded, sigmoid
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,45 @@ def score_set(backend: Backend, source: SourceModel, evalset: EvalSet, progress:
     """Scores for every (query, document) of the set in order, batched across queries."""
     encoded = [source.contract.encode(g.query, d, g.instruction) for g in evalset.groups for d in g.documents]
     return score_encoded(backend, encoded, source.contract.pad_id, progress=progress).scores
+
+
+# Sequences per batch in the batch-invariance check's mixed batches (each mixes short and long ones).
+MIXED_BATCH = 8
+
+
+def batch_invariance(backend: Backend, source: SourceModel, evalset: EvalSet, batched: Sequence[float]) -> float:
+    """Largest |dp| between a pair scored alone and the same pair inside batches: the gate's own batches
+    (`batched`: length-sorted, as the runtime makes them) and batches that put the set's shortest and
+    longest sequences together. A score must not depend on what else is in its request or batch."""
+    contract = source.contract
+    seqs = [contract.encode(g.query, d, g.instruction).input_ids for g in evalset.groups for d in g.documents]
+    alone = np.concatenate([_probs(backend, [s], contract.pad_id) for s in seqs])
+    mixed = np.empty(len(seqs))
+    for batch in mixed_batches([len(s) for s in seqs]):
+        mixed[batch] = _probs(backend, [seqs[i] for i in batch], contract.pad_id)
+    return float(max(np.max(np.abs(alone - mixed)), np.max(np.abs(alone - np.asarray(batched)))))
+
+
+def mixed_batches(lengths: Sequence[int], budget: int = DEFAULT_TOKEN_BUDGET) -> list[list[int]]:
+    """Indices taken shortest, longest, next shortest, next longest, ... into batches of up to MIXED_BATCH
+    whose padded tokens stay within `budget` (as the runtime's would: an 8k-token document in a batch of
+    eight would need 8x its attention memory)."""
+    by_length = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    order = [by_length[i // 2] if i % 2 == 0 else by_length[-1 - i // 2] for i in range(len(lengths))]
+    batches: list[list[int]] = []
+    for i in order:
+        current = batches[-1] if batches else []
+        width = max([lengths[j] for j in current] + [lengths[i]])
+        if current and len(current) < MIXED_BATCH and (len(current) + 1) * width <= budget:
+            current.append(i)
+        else:
+            batches.append([i])
+    return batches
+
+
+def _probs(backend: Backend, seqs: Sequence[Sequence[int]], pad_id: int) -> np.ndarray:
+    ids, mask = pad_left(list(seqs), pad_id)
+    return sigmoid(backend.logits(np.asarray(ids, dtype=np.int64), np.asarray(mask, dtype=np.int64)))
 
 
 def _split(values: Sequence[float], evalset: EvalSet) -> list[np.ndarray]:
@@ -95,8 +135,11 @@ def _group_metrics(ref: np.ndarray, cand: np.ndarray) -> dict[str, float]:
 
 
 def compare(reference: Sequence[float], candidate: Sequence[float], evalset: EvalSet,
-            thresholds: Thresholds, name: str = "artifact") -> ParityReport:
-    """All parity metrics of `candidate` against `reference` on one eval set, and the breaches."""
+            thresholds: Thresholds, name: str = "artifact", batch_dp: float | None = None) -> ParityReport:
+    """All parity metrics of `candidate` against `reference` on one eval set, and the breaches.
+
+    `batch_dp` is batch_invariance()'s result; None where it was not measured (scores from an engine).
+    """
     ref = np.asarray(reference, dtype=np.float64)
     cand = np.asarray(candidate, dtype=np.float64)
     finite = np.isfinite(cand)
@@ -115,6 +158,8 @@ def compare(reference: Sequence[float], candidate: Sequence[float], evalset: Eva
         metrics[f"{key}_mean"] = float(np.mean(values)) if values else math.nan
         metrics[f"{key}_worst"] = float(np.min(values)) if values else math.nan
     metrics.update(_label_metrics(ref, cand, evalset) if finite.all() else {})
+    if batch_dp is not None:
+        metrics["batch_max_dp"] = batch_dp
     breaches += _breaches(metrics, thresholds)
     return ParityReport(name, not breaches, metrics, breaches, dict(thresholds.__dict__),
                         {evalset.name: cand.tolist()}, {evalset.name: ref.tolist()})
@@ -140,7 +185,10 @@ CHECKS = {
     "kendall_mean": ("min_kendall_mean", "min"),
     "top1_mean": ("min_top1", "min"),
     "ndcg10_vs_reference_mean": ("min_ndcg10", "min"),
+    "batch_max_dp": ("max_batch_dp", "max"),
 }
+# Metrics a check may lack: batch invariance is measured on the built-in runtime only, not through an engine.
+OPTIONAL_METRICS = {"batch_max_dp"}
 
 
 def _breaches(metrics: dict[str, Any], thresholds: Thresholds) -> list[str]:
@@ -148,7 +196,7 @@ def _breaches(metrics: dict[str, Any], thresholds: Thresholds) -> list[str]:
     for metric, (field_name, kind) in CHECKS.items():
         limit = getattr(thresholds, field_name)
         value = metrics.get(metric, math.nan)
-        if limit is None:
+        if limit is None or (metric in OPTIONAL_METRICS and metric not in metrics):
             continue
         if math.isnan(value):
             if metric.startswith(("spearman", "kendall")) and metrics.get("non_finite", 0) == 0 \
@@ -223,12 +271,16 @@ def _check_one(folder: Path, manifest: Manifest, source: SourceModel, evalset: E
     try:
         verify_files(folder, manifest)
         _check_contract(manifest, source)
-        scores = score_set(spec.loader(folder, manifest, "cpu"), source, evalset, progress) if engine is None \
-            else engine.scores(folder, manifest, source.contract, evalset)
+        if engine is None:
+            backend = spec.loader(folder, manifest, "cpu")
+            scores = score_set(backend, source, evalset, progress)
+            batch_dp = batch_invariance(backend, source, evalset, scores)
+        else:
+            scores, batch_dp = engine.scores(folder, manifest, source.contract, evalset), None
     except RerankExportError as exc:
         report = ParityReport(spec.name, False, {}, [f"cannot score: {exc}"], dict(limits.__dict__))
     else:
-        report = compare(reference, scores, evalset, limits, spec.name)
+        report = compare(reference, scores, evalset, limits, spec.name, batch_dp)
     report.metrics["eval_sets"] = evalset.name
     report.ran_on = {"device": "cpu", "engine": engine_facts(spec.backend), "cpu": cpu_facts()}
     if engine is not None:
@@ -293,7 +345,8 @@ def _scatter(path: Path, report: ParityReport) -> None:
 
 
 SUMMARY_METRICS = ["max_abs_dp", "mean_abs_dp", "spearman_mean", "spearman_worst", "kendall_mean",
-                   "top1_mean", "ndcg10_vs_reference_mean", "label_ndcg10_reference", "label_ndcg10_artifact"]
+                   "top1_mean", "ndcg10_vs_reference_mean", "label_ndcg10_reference", "label_ndcg10_artifact",
+                   "batch_max_dp"]
 
 
 def render_markdown(reports: Sequence[ParityReport]) -> str:

@@ -5,6 +5,7 @@ A new format is one module plus one line here.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from ..errors import UsageError
@@ -13,7 +14,10 @@ from .options import NoOptions, parse_options
 from .spec import FormatSpec, Thresholds
 
 # Parity limits per format, set from measurements on the tiny models and the built-in eval set with
-# margin (see README). Random weights put many scores within 0.01 of each other, so 16-bit rounding swaps
+# margin (see README). max_batch_dp (a pair alone against the same pair in batches, parity.batch_invariance),
+# seeds 0-1 with the long document: fp32 formats and awq-int4 (fp32 compute) at most 1.8e-6, so the default
+# 1e-5; bf16 8.1e-3 and fp16 1.7e-3 (16-bit rounding follows the batch's shapes); onnx-fp16 8.3e-4;
+# onnx-int4 5.7e-3 (MatMulNBits' int8 activations at accuracy level 4). Random weights put many scores within 0.01 of each other, so 16-bit rounding swaps
 # neighbours; on 3-6 document queries one swap costs 0.1-0.2 of worst-query Spearman, hence its low floor.
 FP32_LIMITS = Thresholds()
 # bf16 rounds differently with native bf16 (AVX512-BF16, AMX) than with AVX2's emulation: seed 0 measured
@@ -21,7 +25,7 @@ FP32_LIMITS = Thresholds()
 # 0.975, 0.958, 0.875 under qemu as Haswell; fp16 8e-4 and 6e-4, ranks exact. Rank floors sit 0.1 (top-1:
 # one query of eight) below the worst, as for the quantized formats below.
 HALF_LIMITS = Thresholds(max_abs_dp=0.03, mean_abs_dp=0.008, min_spearman_mean=0.87, min_spearman_worst=0.6,
-                         min_kendall_mean=0.85, min_top1=0.625, min_ndcg10=0.97)
+                         min_kendall_mean=0.85, min_top1=0.625, min_ndcg10=0.97, max_batch_dp=0.015)
 
 # The quantized limits below hold on every CPU we could run: tiny random models (seeds 0-2), the built-in
 # eval set, scored natively on an AMD EPYC Zen 4 (AVX512-VNNI, AVX512-BF16, no AMX) and under qemu-user as a
@@ -36,7 +40,7 @@ HALF_LIMITS = Thresholds(max_abs_dp=0.03, mean_abs_dp=0.008, min_spearman_mean=0
 # NDCG 0.986. 4-bit noise on random weights reorders near-tied scores, so worst-query Spearman (down to
 # -0.89) is not checked there; the floors still fail a swapped head or a broken graph (Spearman ~ -1).
 AWQ_LIMITS = Thresholds(max_abs_dp=0.45, mean_abs_dp=0.22, min_spearman_mean=0.27, min_spearman_worst=None,
-                        min_kendall_mean=0.24, min_top1=0.25, min_ndcg10=0.95)
+                        min_kendall_mean=0.24, min_top1=0.25, min_ndcg10=0.95)  # fp32 compute: max_batch_dp 1e-5
 
 # ONNX on the tiny model, built-in eval set (tests/unit/test_onnx.py): fp32 max |dp| ~5e-7, fp16 ~8e-4
 # (mean 2.5e-4), the same on every CPU. int8 uses 7-bit weights (formats/onnx/convert.py INT8_REDUCE_RANGE) so it
@@ -44,12 +48,19 @@ AWQ_LIMITS = Thresholds(max_abs_dp=0.45, mean_abs_dp=0.22, min_spearman_mean=0.2
 # 0.026, 0.016, Spearman mean 0.94, 1.0, 1.0, top-1 1.0. (Full-range weights had reached 0.178 on AVX2.)
 ONNX_FP32_LIMITS = Thresholds(max_abs_dp=1e-5, mean_abs_dp=2e-6)
 ONNX_FP16_LIMITS = Thresholds(max_abs_dp=0.01, mean_abs_dp=0.002, min_spearman_mean=0.99,
-                              min_spearman_worst=0.8, min_kendall_mean=0.95, min_top1=0.9, min_ndcg10=0.995)
+                              min_spearman_worst=0.8, min_kendall_mean=0.95, min_top1=0.9, min_ndcg10=0.995,
+                              max_batch_dp=0.002)
+# quantize_dynamic takes one activation scale over the whole padded batch, so onnx-int8's scores move with
+# their batch-mates: max_batch_dp 0.051 and 0.103 on seeds 0-1, as large as its error against the reference.
+# method "nbits" (MatMulNBits 8-bit blocks) moves them less (level 4: 3e-3 to 5e-3; level 0: 1.4e-6) but ran
+# 0.54x as fast at level 4 on the 0.6B shape (benchmarks/RESULTS.md, bench_int8), so "dynamic" stays default.
 ONNX_INT8_LIMITS = Thresholds(max_abs_dp=0.15, mean_abs_dp=0.04, min_spearman_mean=0.83,
-                              min_spearman_worst=0.3, min_kendall_mean=0.78, min_top1=0.75, min_ndcg10=0.98)
+                              min_spearman_worst=0.3, min_kendall_mean=0.78, min_top1=0.75, min_ndcg10=0.98,
+                              max_batch_dp=0.15)
 # onnx-int4 applies the AWQ search, then onnxruntime's 4-bit blocks (embedding included); it gates like
-# awq-int4 (tests/unit/test_onnx_int4.py), so it shares its limits.
-ONNX_INT4_LIMITS = AWQ_LIMITS
+# awq-int4 (tests/unit/test_onnx_int4.py), so it shares its limits, but for batch invariance (level 4
+# quantizes activations by the batch's shapes: 5.7e-3).
+ONNX_INT4_LIMITS = replace(AWQ_LIMITS, max_batch_dp=0.01)
 
 # cpu_speed ranks CPU picks. Measured on the 0.6B shape, 2 threads, 100 documents through the runtime
 # (benchmarks/RESULTS.md): onnx-int8 2.0 pairs/s, bf16 with native bf16 1.7 (emulated: last), onnx-int4

@@ -25,6 +25,9 @@ class Thresholds:
     min_kendall_mean: float = 0.99
     min_top1: float = 1.0
     min_ndcg10: float = 0.999
+    # |dp| of a pair alone against the same pair in batches (parity.batch_invariance); fp32 kernels pick
+    # other blockings for other shapes, so even exact formats differ by rounding there.
+    max_batch_dp: float | None = 1e-5
 
     def override(self, values: Any, where: str = "thresholds") -> Thresholds:
         """These limits with `values` ({field: number}) in place; every value is checked (finite, in range).
@@ -46,7 +49,7 @@ class Thresholds:
 # Where each limit can lie: |dp| of probabilities in [0, 1]; correlations in [-1, 1]; rates in [0, 1].
 LIMIT_RANGES = {"max_abs_dp": (0.0, 1.0), "mean_abs_dp": (0.0, 1.0), "min_spearman_mean": (-1.0, 1.0),
                 "min_spearman_worst": (-1.0, 1.0), "min_kendall_mean": (-1.0, 1.0), "min_top1": (0.0, 1.0),
-                "min_ndcg10": (0.0, 1.0)}
+                "min_ndcg10": (0.0, 1.0), "max_batch_dp": (0.0, 1.0)}
 
 
 def _limit(key: str, value: Any, where: str) -> float:

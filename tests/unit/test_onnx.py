@@ -227,3 +227,22 @@ def test_release_memory_hands_the_arena_back(onnx_root):
     assert grown > 100 * 2**20, f"a 3,072-token pass grew RSS by only {grown / 2**20:.0f} MiB: nothing to release"
     assert kept < 0.2 * grown, f"{kept / 2**20:.0f} of {grown / 2**20:.0f} MiB still held"
     assert np.array_equal(backend.logits(ids, mask), first)
+
+
+def test_int8_as_nbits_blocks_scores_each_row_on_its_own(onnx_root, tmp_path):
+    """method "nbits": 8-bit MatMulNBits weights; at accuracy level 0 a row's score ignores its batch-mates
+    (dynamic int8's one activation scale per batch does not)."""
+    import onnx
+
+    dst = tmp_path / ox.MODEL_FILE
+    details = ox.to_int8(onnx_root / "onnx-fp32" / ox.MODEL_FILE, dst, ox.OnnxInt8Options(method="nbits", accuracy_level=0))
+    assert details["int8"]["bits"] == 8 and details["int8"]["accuracy_level"] == 0
+    nodes = [n for n in onnx.load(str(dst), load_external_data=False).graph.node if n.op_type == "MatMulNBits"]
+    assert nodes and all(next(a.i for a in n.attribute if a.name == "bits") == 8 for n in nodes)
+    backend = ox.OnnxBackend(ox.make_session(dst))
+    rng = np.random.default_rng(0)
+    short, long = rng.integers(0, 1000, size=(1, 20)), rng.integers(0, 1000, size=(1, 300))
+    ids, mask = pad_left([short[0].tolist(), long[0].tolist()], 0)
+    together = backend.logits(np.asarray(ids), np.asarray(mask))
+    alone = backend.logits(short, np.ones_like(short))
+    assert abs(together[0] - alone[0]) < 1e-4

@@ -74,3 +74,70 @@ def test_no_varying_reference_means_nothing_to_correlate():
     evalset = EvalSet("t", (EvalGroup("a", "q", ("d1", "d2"), None),))
     report = compare([0.4, 0.4], [0.4, 0.4], evalset, Thresholds())
     assert report.metrics["ranked_queries"] == 0 and report.passed
+
+
+# --- batch invariance -----------------------------------------------------------------------------
+
+class RowBackend:
+    """Each row's logit from its own real tokens only (what every format must do)."""
+
+    name = "rows"
+
+    def logits(self, ids, mask):
+        return ((ids * mask).sum(axis=1) % 97 / 97.0 - 0.5).astype(np.float32)
+
+
+class BatchScaledBackend(RowBackend):
+    """Like onnx-int8's dynamic quantization: one scale over the whole padded batch moves every row."""
+
+    def logits(self, ids, mask):
+        scale = 1.0 + 0.05 * (ids.shape[1] / 100)  # wider batches (a long batch-mate) shift the scores
+        return super().logits(ids, mask) * scale
+
+
+def _source_stub(qwen_tokenizer):
+    from types import SimpleNamespace
+
+    from rerank_export.contract import Contract
+
+    return SimpleNamespace(contract=Contract(qwen_tokenizer))
+
+
+def test_mixed_batches_mix_short_and_long_within_the_budget():
+    from rerank_export.parity import MIXED_BATCH, mixed_batches
+
+    lengths = [10, 900, 20, 30, 800, 40, 50, 700, 60, 5000, 70]
+    batches = mixed_batches(lengths, budget=4096)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    assert all(len(b) <= MIXED_BATCH and len(b) * max(lengths[i] for i in b) <= 4096 for b in batches if len(b) > 1)
+    assert any(min(lengths[i] for i in b) <= 20 and max(lengths[i] for i in b) >= 800 for b in batches)
+
+
+@pytest.mark.needs_fixtures
+def test_batch_invariance_is_zero_for_a_row_wise_backend_and_fails_a_batch_dependent_one(qwen_tokenizer):
+    from rerank_export.parity import batch_invariance, score_set
+
+    source = _source_stub(qwen_tokenizer)
+    evalset = EvalSet("t", (EvalGroup("a", "short query", ("a", "b " * 300, "c d e")),
+                            EvalGroup("b", "another", ("x " * 50, "y"))))
+    for backend, expect_zero in [(RowBackend(), True), (BatchScaledBackend(), False)]:
+        batched = score_set(backend, source, evalset)
+        dp = batch_invariance(backend, source, evalset, batched)
+        assert (dp == 0.0) == expect_zero, (type(backend).__name__, dp)
+    report = compare(REF, REF, EVALSET, Thresholds(max_batch_dp=1e-5), batch_dp=dp)
+    assert not report.passed and report.breaches[0].startswith("batch_max_dp")
+
+
+def test_batch_invariance_is_optional_only_when_not_measured():
+    assert compare(REF, REF, EVALSET, Thresholds(max_batch_dp=1e-5)).passed  # through an engine: not measured
+    assert not compare(REF, REF, EVALSET, Thresholds(max_batch_dp=1e-5), batch_dp=math.nan).passed
+
+
+@pytest.mark.needs_fixtures
+def test_the_gate_reports_batch_invariance_with_its_limit(verified_artifacts):
+    import json
+
+    report = json.loads((verified_artifacts / "baseline-fp32" / "parity.json").read_text())
+    assert report["thresholds"]["max_batch_dp"] == 1e-5
+    assert 0 <= report["metrics"]["batch_max_dp"] <= 1e-5, report["metrics"]["batch_max_dp"]
+    assert "batch_max_dp" in (verified_artifacts / "baseline-fp32" / "parity.md").read_text()

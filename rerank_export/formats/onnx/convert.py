@@ -118,7 +118,23 @@ def _root_log_level(level: int) -> Iterator[None]:
 INT8_REDUCE_RANGE = True
 
 
+# Two ways to int8. "dynamic" (quantize_dynamic): int8 weights per channel, activations quantized with one
+# scale over the whole padded batch, so a pair's score moves with its batch-mates. "nbits": 8-bit weight
+# blocks in MatMulNBits, whose accuracy level 4 quantizes activations per row and block, so a row's score is
+# its own.
+INT8_METHODS = ("dynamic", "nbits")
+INT8_BLOCK = 32
+
+
 def to_int8(src: Path, dst: Path, options: Any) -> dict[str, Any]:
+    """int8 MatMul weights (and the embedding if asked), by options.method (INT8_METHODS)."""
+    if options.method == "nbits":
+        return {"int8": _nbits(src, dst, 8, options.block_size, options.accuracy_level,
+                               options.quantize_embedding and options.block_size)}
+    return _int8_dynamic(src, dst, options)
+
+
+def _int8_dynamic(src: Path, dst: Path, options: Any) -> dict[str, Any]:
     """Dynamic int8 quantization of the MatMul weights (and the embedding Gather if asked)."""
     import onnx
 
@@ -148,27 +164,32 @@ INT4_EMBEDDING_BLOCK = 32
 def to_int4(src: Path, dst: Path, options: Any) -> dict[str, Any]:
     """4-bit blocks along the input dimension: MatMulNBits for the decoder's MatMul weights and, unless
     turned off, GatherBlockQuantized for the embedding (in fp32 it is most of a 0.6B artifact's bytes)."""
+    block = options.quantize_embedding and options.embedding_block_size
+    return {"int4": _nbits(src, dst, 4, options.group_size, options.accuracy_level, block)}
+
+
+def _nbits(src: Path, dst: Path, bits: int, block: int, level: int, embedding_block: int | bool) -> dict[str, Any]:
+    """MatMulNBits blocks of `bits` for the decoder's MatMul weights; the embedding Gather too when
+    `embedding_block` is a block size. The score head stays fp32."""
     import onnx
 
     require("onnxruntime.quantization")
-    group, level = options.group_size, options.accuracy_level
     model = onnx.load(str(src))
     keep = head_nodes(model)
-    model = _quantize_nbits(model, "MatMul", group, level, keep)
-    details = {"method": "onnxruntime MatMulNBitsQuantizer (round to nearest, asymmetric)", "block_size": group,
-               "accuracy_level": level, "excluded_nodes": keep, "embedding": "fp32"}
-    if options.quantize_embedding:
-        block = options.embedding_block_size
-        model = _quantize_nbits(model, "Gather", block, level, keep)
-        details["embedding"] = f"int4, blocks of {block}"
+    model = _quantize_nbits(model, "MatMul", bits, block, level, keep)
+    details = {"method": "onnxruntime MatMulNBitsQuantizer (round to nearest, asymmetric)", "bits": bits,
+               "block_size": block, "accuracy_level": level, "excluded_nodes": keep, "embedding": "fp32"}
+    if embedding_block:
+        model = _quantize_nbits(model, "Gather", bits, embedding_block, level, keep)
+        details["embedding"] = f"int{bits}, blocks of {embedding_block}"
     save_external(model, dst)
-    return {"int4": details}
+    return details
 
 
-def _quantize_nbits(model: Any, op: str, block: int, level: int, keep: list[str]) -> Any:
+def _quantize_nbits(model: Any, op: str, bits: int, block: int, level: int, keep: list[str]) -> Any:
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
-    quantizer = MatMulNBitsQuantizer(model, bits=4, block_size=block, is_symmetric=False, accuracy_level=level,
+    quantizer = MatMulNBitsQuantizer(model, bits=bits, block_size=block, is_symmetric=False, accuracy_level=level,
                                      nodes_to_exclude=keep, op_types_to_quantize=(op,),
                                      quant_axes=(("MatMul", 0), ("Gather", 1)))
     # All-zero blocks (unused vocabulary rows) divide by a zero scale; onnxruntime then writes zero point 8.

@@ -6,7 +6,14 @@ from dataclasses import dataclass
 
 from ..awq import AwqOptions
 from ..options import NON_NEGATIVE, one_of, option
-from .convert import FP16_FP32_OPS, INT4_ACCURACY_LEVEL, INT4_EMBEDDING_BLOCK, INT8_REDUCE_RANGE
+from .convert import (
+    FP16_FP32_OPS,
+    INT4_ACCURACY_LEVEL,
+    INT4_EMBEDDING_BLOCK,
+    INT8_BLOCK,
+    INT8_METHODS,
+    INT8_REDUCE_RANGE,
+)
 from .graph import DEFAULT_OPSET, SUPPORTED_OPSETS
 
 
@@ -23,9 +30,12 @@ class OnnxFp16Options(OnnxOptions):
 
 @dataclass(frozen=True)
 class OnnxInt8Options(OnnxOptions):
+    method: str = option("dynamic", one_of(*INT8_METHODS), "dynamic (quantize_dynamic) or nbits (MatMulNBits)")
     quantize_embedding: bool = False  # also the embedding Gather (about halves the file)
-    per_channel: bool = True
-    reduce_range: bool = INT8_REDUCE_RANGE
+    per_channel: bool = True  # dynamic only
+    reduce_range: bool = INT8_REDUCE_RANGE  # dynamic only
+    block_size: int = INT8_BLOCK  # nbits only
+    accuracy_level: int = option(4, NON_NEGATIVE, "nbits only: MatMulNBits accuracy level")
 
 
 @dataclass(frozen=True)
