@@ -1,7 +1,7 @@
 """The AWQ search cache, shared by awq-int4 and onnx-int4: the search is most of either export's time.
 
 A result is keyed by the source's weights (a digest of every decoder tensor, not its name: a local folder
-can be rebuilt in place), the search settings and the calibration set, and lives in
+can be rebuilt in place), the search settings and the calibration prompts' token ids, and lives in
 $RERANK_EXPORT_CACHE/awq-search/<key>/ (default ~/.cache/rerank-export), written atomically.
 """
 
@@ -41,15 +41,18 @@ def weights_digest(module: Any) -> str:
     return digest.hexdigest()
 
 
-def search_key(source: Any, settings: SearchSettings, calibration: dict[str, Any]) -> str:
-    what = {"weights": weights_digest(source.lm.model), "settings": asdict(settings), "calibration": calibration}
+def search_key(source: Any, settings: SearchSettings, calib: Any) -> str:
+    """The cache key: the weights, the settings, and the calibration prompts' token ids themselves (an
+    edited calibration file of the same size is another calibration set)."""
+    prompts = hashlib.sha256(json.dumps(calib.input_ids).encode()).hexdigest()
+    what = {"weights": weights_digest(source.lm.model), "settings": asdict(settings), "calibration": prompts}
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:32]
 
 
 def cached_search(source: Any, settings: SearchSettings, calib: Any, progress: bool) -> tuple[AWQResult, dict]:
     """The AWQ search of the source's decoder for these settings and calibration: from the cache when it
     holds one, else run (and stored). Returns the result and its provenance for the manifest."""
-    key = search_key(source, settings, calib.describe())
+    key = search_key(source, settings, calib)
     path = cache_root() / key / RESULT_FILE
     provenance = {"search": asdict(settings), "calibration": calib.describe(), "cache_key": key}
     if path.is_file():

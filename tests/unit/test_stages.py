@@ -66,12 +66,13 @@ def test_the_search_cache_key_follows_weights_settings_and_calibration(source):
 
     from rerank_export.awq.cache import search_key
     from rerank_export.awq.settings import SearchSettings
+    from rerank_export.calibration import CalibrationSet
 
-    calib = {"name": "builtin", "samples": 16}
+    calib = CalibrationSet("builtin", ((1, 2, 3), (4, 5)), 2)
     key = search_key(source, SearchSettings(), calib)
-    assert key == search_key(source, SearchSettings(), dict(calib))
+    assert key == search_key(source, SearchSettings(), CalibrationSet("renamed", ((1, 2, 3), (4, 5)), 9))
     assert key != search_key(source, SearchSettings(clip=False), calib)
-    assert key != search_key(source, SearchSettings(), {**calib, "samples": 17})
+    assert key != search_key(source, SearchSettings(), CalibrationSet("builtin", ((1, 2, 3), (4, 6)), 2))
     other = copy.copy(source)
     other.lm = copy.deepcopy(source.lm)
     with torch.no_grad():
@@ -86,7 +87,7 @@ def test_an_unreadable_cached_search_is_run_again(source, tmp_path, monkeypatch)
     monkeypatch.setenv("RERANK_EXPORT_CACHE", str(tmp_path))
     options = parse_format_options(FORMATS["awq-int4"], {"calib_samples": 4, "search_tokens": 128, "clip": False})
     calib = options.calibration(source.tokenizer)
-    path = tmp_path / "awq-search" / search_key(source, options.settings(), calib.describe()) / RESULT_FILE
+    path = tmp_path / "awq-search" / search_key(source, options.settings(), calib) / RESULT_FILE
     path.parent.mkdir(parents=True)
     path.write_bytes(b"not a safetensors file")
     result, provenance = cached_search(source, options.settings(), calib, progress=False)
