@@ -14,7 +14,20 @@ from ...errors import UsageError
 from ...manifest import Manifest, scratch_dir
 from ..common import write_manifest
 from .convert import CONVERSIONS
-from .graph import DATA_FILE, DEFAULT_OPSET, HEAD, INPUTS, MODEL_FILE, OUTPUT, SUPPORTED_OPSETS, require
+from .attention import fused_attention
+from .graph import (
+    DATA_FILE,
+    DEFAULT_ATTENTION,
+    DEFAULT_OPSET,
+    HEAD,
+    INPUTS,
+    MODEL_FILE,
+    OUTPUT,
+    PADDING,
+    PADDING_KEY,
+    SUPPORTED_OPSETS,
+    require,
+)
 from .options import OnnxInt4Options, OnnxOptions
 
 log = logging.getLogger(__name__)
@@ -47,8 +60,11 @@ def build_scorer(source: Any, decoder: Any = None) -> Any:
     return Scorer().eval()
 
 
-def export_fp32_graph(source: Any, path: Path, opset: int = DEFAULT_OPSET, decoder: Any = None) -> Path:
+def export_fp32_graph(source: Any, path: Path, opset: int = DEFAULT_OPSET, decoder: Any = None,
+                      attention: str = DEFAULT_ATTENTION) -> Path:
     """Export the fp32 scorer to `path` (+ `path`.data) with the dynamo exporter."""
+    import contextlib
+
     import torch
 
     require("onnxscript")
@@ -59,8 +75,9 @@ def export_fp32_graph(source: Any, path: Path, opset: int = DEFAULT_OPSET, decod
     mask = torch.ones_like(ids)
     mask[0, :4] = 0  # a padded row, so the trace does not specialise on an all-ones mask
     batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
-    log.info("exporting the fp32 ONNX graph (opset %d) to %s", opset, path)
-    with torch.inference_mode(False), torch.no_grad():
+    log.info("exporting the fp32 ONNX graph (opset %d, %s attention) to %s", opset, attention, path)
+    fused = fused_attention(model.decoder) if attention == "gqa" else contextlib.nullcontext()
+    with torch.inference_mode(False), torch.no_grad(), fused:
         program = torch.onnx.export(
             model, (ids, mask), dynamo=True, opset_version=opset, input_names=list(INPUTS),
             output_names=[OUTPUT], dynamic_shapes={"input_ids": {0: batch, 1: seq},
@@ -79,14 +96,15 @@ def export(source: Any, folder: Path, spec: Any, options: OnnxOptions) -> Manife
 def export_many(source: Any, folders: dict[str, Path], specs: Sequence[Any],
                 options: dict[str, OnnxOptions]) -> list[Manifest]:
     """Trace the fp32 graph once, then write every requested ONNX artifact from it into its folder."""
-    opsets = {options[s.name].opset for s in specs}
-    if len(opsets) != 1:
-        raise UsageError(f"ONNX formats in one export must share an opset, got {sorted(opsets)}")
+    graphs = {(options[s.name].opset, options[s.name].attention) for s in specs}
+    if len(graphs) != 1:
+        raise UsageError(f"ONNX formats in one export must share opset and attention, got {sorted(graphs)}")
     for spec in specs:
         if spec.dtype not in CONVERSIONS:
             raise UsageError(f"no ONNX conversion to '{spec.dtype}'; known: {', '.join(CONVERSIONS)}")
     with scratch_dir(next(iter(folders.values())).parent, ".onnx-export-") as scratch:
-        fp32 = export_fp32_graph(source, Path(scratch) / MODEL_FILE, opsets.pop())
+        opset, attention = graphs.pop()
+        fp32 = export_fp32_graph(source, Path(scratch) / MODEL_FILE, opset, attention=attention)
         return [_write_artifact(source, fp32, folders[s.name], s, options[s.name]) for s in specs]
 
 
@@ -105,7 +123,7 @@ def export_int4(source: Any, folder: Path, spec: Any, options: OnnxInt4Options) 
     fold_scales(decoder, result)
     clip_weights(decoder, result)
     with scratch_dir(folder.parent, ".onnx-export-") as scratch:
-        fp32 = export_fp32_graph(source, Path(scratch) / MODEL_FILE, options.opset, decoder)
+        fp32 = export_fp32_graph(source, Path(scratch) / MODEL_FILE, options.opset, decoder, options.attention)
         del decoder
         return _write_artifact(source, fp32, folder, spec, options, {"awq": provenance})
 
@@ -119,15 +137,18 @@ def _write_artifact(source: Any, fp32: Path, folder: Path, spec: Any, options: O
     save_tokenizer(source.tokenizer, folder)
     weight_bytes = sum(p.stat().st_size for p in (folder / MODEL_FILE, folder / DATA_FILE))
     graph = onnx.load(str(folder / MODEL_FILE), load_external_data=False)
+    onnx.helper.set_model_props(graph, {PADDING_KEY: PADDING[options.attention]})
+    onnx.save_model(graph, str(folder / MODEL_FILE))  # the proto only: its weights stay where they are
     opset = next(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx"))
-    details.update(_provenance(opset))
+    details.update(_provenance(opset, options.attention))
     return write_manifest(source, folder, spec.name, spec.dtype, weight_bytes, details)
 
 
-def _provenance(opset: int) -> dict[str, Any]:
+def _provenance(opset: int, attention: str) -> dict[str, Any]:
     import onnxruntime
     import torch
 
     return {"graph": "decoder + yes-minus-no head at the last real token (from attention_mask)",
             "model_file": MODEL_FILE, "external_data": DATA_FILE, "inputs": list(INPUTS), "output": OUTPUT,
-            "opset": opset, "onnxruntime": onnxruntime.__version__, "torch": torch.__version__}
+            "opset": opset, "attention": attention, "padding": PADDING[attention],
+            "onnxruntime": onnxruntime.__version__, "torch": torch.__version__}

@@ -13,8 +13,15 @@ INPUTS = ("input_ids", "attention_mask")
 OUTPUT = "logit"
 HEAD = "score_head"  # the initializer holding W[yes] - W[no]; conversions leave its MatMul in fp32
 DEFAULT_OPSET = 20
-# 18-20 export and run; opset 23 exports a RotaryEmbedding op that onnxruntime rejects at run time.
+# 18-20 export and run; opset 23's RotaryEmbedding fails in onnxruntime 1.32 for batches over one row.
 SUPPORTED_OPSETS = (18, 19, 20)
+# "gqa": com.microsoft.GroupQueryAttention, memory linear in length, rows right-padded (attention.py).
+# "matmul": the exporter's own MatMul -> Softmax -> MatMul, B x heads x L x L scores, any padding.
+ATTENTIONS = ("gqa", "matmul")
+DEFAULT_ATTENTION = "gqa"
+PADDING = {"gqa": "right", "matmul": "left"}
+# The graph's own record of the padding it reads (model metadata), so a session knows without a manifest.
+PADDING_KEY = "rerank_export.padding"
 
 
 def require(package: str) -> Any:

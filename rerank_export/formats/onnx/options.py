@@ -14,12 +14,14 @@ from .convert import (
     INT8_METHODS,
     INT8_REDUCE_RANGE,
 )
-from .graph import DEFAULT_OPSET, SUPPORTED_OPSETS
+from .graph import ATTENTIONS, DEFAULT_ATTENTION, DEFAULT_OPSET, SUPPORTED_OPSETS
 
 
 @dataclass(frozen=True)
 class OnnxOptions:
     opset: int = option(DEFAULT_OPSET, one_of(*SUPPORTED_OPSETS), "ONNX opset of the exported graph")
+    attention: str = option(DEFAULT_ATTENTION, one_of(*ATTENTIONS),
+                            "gqa (GroupQueryAttention, memory linear in length) or matmul (plain ONNX ops)")
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import numpy as np
 from ...errors import ArtifactError, MissingExtra, UsageError, first_line
 from ...manifest import Manifest
 from ...scoring import OutOfMemory
-from .graph import INPUTS, MODEL_FILE, OUTPUT, require
+from .graph import INPUTS, MODEL_FILE, OUTPUT, PADDING_KEY, require
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +109,12 @@ class OnnxBackend:
         self.session = session
         self.name = name
         self.providers = session.get_providers()
+        # Graphs from before the fused attention carry no padding record: they read any padding.
+        self.right_padded = session.get_modelmeta().custom_metadata_map.get(PADDING_KEY) == "right"
 
     def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        if self.right_padded:
+            input_ids, attention_mask = to_right_padding(input_ids, attention_mask)
         feed = {INPUTS[0]: np.ascontiguousarray(input_ids, dtype=np.int64),
                 INPUTS[1]: np.ascontiguousarray(attention_mask, dtype=np.int64)}
         try:
@@ -132,6 +136,12 @@ class OnnxBackend:
         options.add_run_config_entry("memory.enable_memory_arena_shrinkage", devices)
         one = np.zeros((1, 1), dtype=np.int64)
         self.session.run([OUTPUT], {INPUTS[0]: one, INPUTS[1]: np.ones_like(one)}, options)
+
+
+def to_right_padding(input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's real tokens moved to its front, in order (GroupQueryAttention reads rows that way)."""
+    order = np.argsort(np.asarray(attention_mask) == 0, axis=1, kind="stable")
+    return np.take_along_axis(np.asarray(input_ids), order, 1), np.take_along_axis(np.asarray(attention_mask), order, 1)
 
 
 def load(folder: Path, manifest: Manifest, device: str = "cpu", threads: int | None = None,
