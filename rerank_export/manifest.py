@@ -39,8 +39,9 @@ log = logging.getLogger(__name__)
 class MemoryModel:
     """Peak memory ~= weights + overhead + batch tokens x (per-token bytes + per-position growth x length).
 
-    The growth term is attention that keeps a length x length score matrix per sequence (onnxruntime's
-    CPU graphs do): their per-token cost rises with the sequence length. 0 in manifests written before it.
+    The growth term is attention that keeps a length x length score matrix per sequence (ONNX graphs with
+    matmul attention do, and fp16 GroupQueryAttention on onnxruntime's CPU provider): their per-token cost
+    rises with the sequence length. 0 where attention runs blockwise, and in manifests written before it.
     """
 
     weight_bytes: int

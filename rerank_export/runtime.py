@@ -13,12 +13,16 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .contract import DEFAULT_MAX_LENGTH, Contract, load_tokenizer
 from .errors import ArtifactError, NoArtifactFits, UsageError
 from .manifest import Manifest
 from .select import Decision, plan
+from .select import token_budget as fitting_budget
+
+if TYPE_CHECKING:
+    from .scoring import TokenBudget
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +81,9 @@ class Reranker:
         self.manifest = manifest
         self.folder = Path(folder)
         self.decision = decision
+        # The budget at the longest sequence, for reports; batches are sized at their own width (below).
         self.token_budget = token_budget or (decision.token_budget if decision else contract.max_length)
+        self._fixed_budget = token_budget is not None or decision is None
         self.progress = progress
         self._lock = threading.Lock()  # one forward pass at a time: they would only fight over cores/memory
 
@@ -102,6 +108,14 @@ class Reranker:
             backend = PrefixReuseBackend(backend)
         return cls(backend, contract, manifest, folder, decision, progress=progress)
 
+    def _batch_budget(self) -> TokenBudget:
+        """Padded tokens per batch at the batch's own width: where the memory model grows with length
+        (attention that keeps length x length scores), batches of short documents may hold more tokens."""
+        if self._fixed_budget:
+            return self.token_budget
+        usable, manifest = self.decision.device.usable_bytes, self.manifest
+        return lambda width: fitting_budget(manifest, usable, width)
+
     @property
     def format(self) -> str:
         return self.manifest.format
@@ -115,7 +129,7 @@ class Reranker:
 
         encoded = [self.contract.encode(q, d, instruction) for q, d in pairs]
         with self._lock:
-            scored = score_encoded(self.backend, encoded, self.contract.pad_id, self.token_budget, self.progress)
+            scored = score_encoded(self.backend, encoded, self.contract.pad_id, self._batch_budget(), self.progress)
         bad = [i for i, s in enumerate(scored.scores) if math.isnan(s)]
         if bad:  # never hide a NaN behind a sort order or a default score
             raise ArtifactError(f"{self.folder.name} produced NaN scores for pairs {bad[:10]}: the artifact is "

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -20,6 +20,8 @@ from .contract import Contract, Encoded, pad_left
 log = logging.getLogger(__name__)
 
 DEFAULT_TOKEN_BUDGET = 8192  # padded tokens per forward pass when the caller gives no memory facts
+# Padded tokens per forward pass: fixed, or a function of the batch's width (the memory model's growth).
+TokenBudget = int | Callable[[int], int]
 
 
 class Backend(Protocol):
@@ -43,17 +45,19 @@ class Scored:
     retries: int = field(default=0)
 
 
-def plan_batches(lengths: Sequence[int], token_budget: int, max_batch: int = 256) -> list[list[int]]:
-    """Indices grouped into batches, longest first, each with padded tokens <= token_budget.
+def plan_batches(lengths: Sequence[int], token_budget: TokenBudget, max_batch: int = 256) -> list[list[int]]:
+    """Indices grouped into batches, longest first, each with padded tokens <= its budget.
 
     Sorting by length keeps padding small; a sequence longer than the budget still gets a batch of one.
+    A callable budget is asked at each batch's own width (its longest sequence).
     """
+    budget_at = token_budget if callable(token_budget) else lambda _width: token_budget
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     batches: list[list[int]] = []
     current: list[int] = []
     for i in order:
         width = lengths[current[0]] if current else lengths[i]  # the first is the longest
-        if current and ((len(current) + 1) * width > token_budget or len(current) >= max_batch):
+        if current and ((len(current) + 1) * width > budget_at(width) or len(current) >= max_batch):
             batches.append(current)
             current = []
         current.append(i)
@@ -71,7 +75,7 @@ def score_encoded(
     backend: Backend,
     encoded: Sequence[Encoded],
     pad_id: int,
-    token_budget: int = DEFAULT_TOKEN_BUDGET,
+    token_budget: TokenBudget = DEFAULT_TOKEN_BUDGET,
     progress: bool = False,
 ) -> Scored:
     """p(yes) for pre-encoded pairs; identical sequences are scored once."""

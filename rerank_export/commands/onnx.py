@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..export import export_formats
 from ..formats import family_formats
-from ..formats.onnx import DEFAULT_OPSET, SUPPORTED_OPSETS
+from ..formats.onnx import ATTENTIONS, DEFAULT_ATTENTION, DEFAULT_OPSET, SUPPORTED_OPSETS
 from ._common import add_force_argument, add_model_arguments
 
 FORMATS = family_formats("onnx")  # {dtype: spec}
@@ -32,6 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--int4-fp32-embedding", action="store_true",
                         help="int4 keeps the embedding in fp32 (by default it is 4-bit too)")
     parser.add_argument("--opset", type=int, choices=SUPPORTED_OPSETS, default=DEFAULT_OPSET)
+    parser.add_argument("--attention", choices=ATTENTIONS, default=DEFAULT_ATTENTION,
+                        help="gqa: onnxruntime's GroupQueryAttention, memory linear in length (default); "
+                             "matmul: plain ONNX ops for runtimes without it, length x length scores")
 
 
 def format_names(dtypes: list[str] | None, quantize: list[str] | None) -> list[str]:
@@ -42,7 +45,7 @@ def format_names(dtypes: list[str] | None, quantize: list[str] | None) -> list[s
 
 def run(args: argparse.Namespace) -> int:
     names = format_names(args.dtype, args.quantize)
-    options = {FORMATS[d].name: {"opset": args.opset} for d in FORMATS}
+    options = {FORMATS[d].name: {"opset": args.opset, "attention": args.attention} for d in FORMATS}
     options[FORMATS["int8"].name]["quantize_embedding"] = args.int8_embedding
     options[FORMATS["int4"].name]["quantize_embedding"] = not args.int4_fp32_embedding
     manifests = export_formats(args.model, args.revision, Path(args.out), names, options, replace=args.force,

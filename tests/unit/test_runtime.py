@@ -121,6 +121,39 @@ def test_batches_follow_the_memory_derived_token_budget(verified):
     assert len(shapes) > 1 and all(b * length <= expected for b, length in shapes)
 
 
+def test_batches_are_sized_at_their_own_width_when_memory_grows_with_length(verified, tmp_path):
+    """A memory model whose per-token cost grows with length (attention keeping length x length scores)
+    gives batches of short documents more tokens than the budget at the longest sequence."""
+    import dataclasses
+
+    root = tmp_path / "artifacts"
+    shutil.copytree(verified[0] / "baseline-fp32", root / "baseline-fp32")
+    manifest = read_manifest(root / "baseline-fp32")
+    per_token = manifest.memory.activation_bytes_per_token
+    manifest.memory = dataclasses.replace(manifest.memory, activation_bytes_per_token_per_position=per_token / 8)
+    manifest.write(root / "baseline-fp32")
+    max_length = 256
+    usable = int(manifest.memory.weight_bytes + 600 * manifest.memory.bytes_per_token(max_length))
+    reranker = rerank_export.load(root, device="cpu", memory_budget=int(usable / USABLE_FRACTION) + 64,
+                                  max_length=max_length, prefix_reuse=False, allow_unverified=True)
+    assert reranker.token_budget == token_budget(manifest, reranker.decision.device.usable_bytes, max_length)
+    shapes = []
+    inner = reranker.backend
+
+    class Recording:
+        name = "recording"
+
+        def logits(self, ids, mask):
+            shapes.append(ids.shape)
+            return inner.logits(ids, mask)
+
+    reranker.backend = Recording()
+    reranker.rerank("capital of France?", [f"Paris {i}" for i in range(200)])
+    usable = reranker.decision.device.usable_bytes
+    assert all(b * length <= token_budget(manifest, usable, length) for b, length in shapes)
+    assert max(b * length for b, length in shapes) > reranker.token_budget
+
+
 def test_out_of_memory_halves_and_never_crashes(verified):
     reranker = rerank_export.load(verified[0], device="cpu", prefix_reuse=False)
     docs = [f"passage {i} on the Seine" for i in range(9)]

@@ -1,8 +1,10 @@
 """ONNX artifacts (fp32, fp16, int8, int4) of the single-logit scorer, and their onnxruntime backend.
 
 The graph is the decoder plus a one-row yes-minus-no head applied to the last real token (found from
-attention_mask, so left and right padding both work): inputs `input_ids` and `attention_mask` (int64,
-dynamic batch and sequence), output `logit` (fp32, one per row). No vocabulary-wide logits, no KV cache.
+attention_mask): inputs `input_ids` and `attention_mask` (int64, dynamic batch and sequence), output
+`logit` (fp32, one per row). No vocabulary-wide logits, no KV cache. Attention is one
+com.microsoft.GroupQueryAttention node per layer (memory linear in length), which reads right-padded rows;
+the graph's metadata says so (`rerank_export.padding`) and the backend pads that way.
 
 fp32 is exported once with `torch.onnx.export(dynamo=True)`; fp16 and int8 are derived from that graph
 with onnxruntime's own tools. int4 is exported from a copy of the decoder with AWQ's scales folded in and
@@ -10,7 +12,8 @@ its clipping applied (awq-int4's search, from the shared cache when it holds one
 blocks by onnxruntime's MatMulNBits quantizer. Weights always live in `model.onnx.data`: the real fp32
 model is over protobuf's 2 GB limit.
 
-graph.py    the scorer's file names, inputs, output and opsets; helpers the others share
+graph.py    the scorer's file names, inputs, output, opsets and attention; helpers the others share
+attention.py  the decoder's attention traced as GroupQueryAttention
 export.py   the fp32 trace and the exporters
 convert.py  fp32 -> fp16, int8, int4
 options.py  each format's exporter options
@@ -19,11 +22,22 @@ session.py  checking an artifact's graph, onnxruntime sessions, the backend
 
 from .convert import CONVERSIONS, INT8_REDUCE_RANGE, to_fp16, to_int4, to_int8
 from .export import export, export_fp32_graph, export_int4, export_many
-from .graph import DATA_FILE, DEFAULT_OPSET, HEAD, INPUTS, MODEL_FILE, OUTPUT, SUPPORTED_OPSETS, save_external
+from .graph import (
+    ATTENTIONS,
+    DATA_FILE,
+    DEFAULT_ATTENTION,
+    DEFAULT_OPSET,
+    HEAD,
+    INPUTS,
+    MODEL_FILE,
+    OUTPUT,
+    SUPPORTED_OPSETS,
+    save_external,
+)
 from .options import OnnxFp16Options, OnnxInt4Options, OnnxInt8Options, OnnxOptions
 from .session import OnnxBackend, check_graph, load, make_session, providers_for, session_options
 
-__all__ = ["CONVERSIONS", "DATA_FILE", "DEFAULT_OPSET", "HEAD", "INPUTS", "INT8_REDUCE_RANGE", "MODEL_FILE", "OUTPUT",
+__all__ = ["ATTENTIONS", "CONVERSIONS", "DATA_FILE", "DEFAULT_ATTENTION", "DEFAULT_OPSET", "HEAD", "INPUTS", "INT8_REDUCE_RANGE", "MODEL_FILE", "OUTPUT",
            "SUPPORTED_OPSETS", "OnnxBackend", "OnnxFp16Options", "OnnxInt4Options", "OnnxInt8Options",
            "OnnxOptions", "check_graph", "export", "export_fp32_graph", "export_int4", "export_many", "load",
            "make_session", "providers_for", "save_external", "session_options", "to_fp16", "to_int4", "to_int8"]

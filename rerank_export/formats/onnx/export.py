@@ -13,8 +13,8 @@ from ...contract import save_tokenizer
 from ...errors import UsageError
 from ...manifest import Manifest, scratch_dir
 from ..common import write_manifest
-from .convert import CONVERSIONS
 from .attention import fused_attention
+from .convert import CONVERSIONS
 from .graph import (
     DATA_FILE,
     DEFAULT_ATTENTION,
