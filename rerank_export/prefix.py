@@ -17,25 +17,12 @@ import numpy as np
 import torch
 from transformers.cache_utils import Cache, DynamicLayer
 
-from .scoring import OutOfMemory
+from .scoring import MIN_PREFIX_TOKENS, OutOfMemory, common_prefix_length
+
+__all__ = ["MIN_PREFIX_TOKENS", "PrefixReuseBackend", "common_prefix_length", "prefix_cache", "right_pad",
+           "supports_prefix_reuse"]
 
 log = logging.getLogger(__name__)
-
-# Below this many shared tokens, the extra prefix pass costs more than it saves.
-MIN_PREFIX_TOKENS = 8
-
-
-def common_prefix_length(rows: Sequence[Sequence[int]]) -> int:
-    """Length of the longest token prefix shared by every row, leaving each row >= 1 tail token."""
-    if not rows:
-        return 0
-    limit = min(len(r) for r in rows) - 1  # the scored token must be in the tail
-    n = 0
-    first = rows[0]
-    while n < limit and all(r[n] == first[n] for r in rows):
-        n += 1
-    return max(0, n)
-
 
 def supports_prefix_reuse(backend: Any) -> bool:
     """True for backends over a Hugging Face decoder + `score` head (the baseline, AWQ)."""

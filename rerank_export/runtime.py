@@ -106,6 +106,8 @@ class Reranker:
         backend = spec.loader(folder, manifest, decision.device.kind)
         if prefix_reuse and supports_prefix_reuse(backend):
             backend = PrefixReuseBackend(backend)
+        elif not prefix_reuse and hasattr(backend, "prefix_reuse"):
+            backend.prefix_reuse = False  # backends that reuse prefixes themselves (ONNX with gqa attention)
         return cls(backend, contract, manifest, folder, decision, progress=progress)
 
     def _batch_budget(self) -> TokenBudget:

@@ -24,6 +24,22 @@ DEFAULT_TOKEN_BUDGET = 8192  # padded tokens per forward pass when the caller gi
 TokenBudget = int | Callable[[int], int]
 
 
+# Below this many shared tokens, the extra prefix pass costs more than it saves.
+MIN_PREFIX_TOKENS = 8
+
+
+def common_prefix_length(rows: Sequence[Sequence[int]]) -> int:
+    """Length of the longest token prefix shared by every row, leaving each row >= 1 tail token."""
+    if not rows:
+        return 0
+    limit = min(len(r) for r in rows) - 1  # the scored token must be in the tail
+    n = 0
+    first = rows[0]
+    while n < limit and all(r[n] == first[n] for r in rows):
+        n += 1
+    return max(0, n)
+
+
 class Backend(Protocol):
     """What every artifact backend provides: one relevance logit (yes minus no) per row, fp32."""
 

@@ -47,21 +47,66 @@ def _batch(source: SourceModel, side: str) -> tuple[np.ndarray, np.ndarray]:
     return ids, mask
 
 
-def test_graph_has_two_int64_inputs_and_one_logit_per_row(onnx_root):
+def test_graph_needs_two_int64_inputs_and_gives_one_logit_per_row(onnx_root, source):
+    """Two required inputs; the prefix inputs all have (empty) defaults; the first output is the logit
+    (no vocabulary logits), the rest each layer's keys/values, empty unless asked for; attention is one
+    GroupQueryAttention per layer, on rows the graph's metadata says are right-padded."""
     import onnx
 
+    layers = source.lm.config.num_hidden_layers
     for name in ONNX_NAMES:
         model = onnx.load(str(onnx_root / name / ox.MODEL_FILE), load_external_data=False)
+        defaults = {t.name: t for t in model.graph.initializer}
         inputs = {i.name: i.type.tensor_type for i in model.graph.input}
-        assert list(inputs) == ["input_ids", "attention_mask"]
-        for t in inputs.values():
-            assert t.elem_type == onnx.TensorProto.INT64
-            assert all(d.dim_param for d in t.shape.dim), "batch and sequence axes must be dynamic"
-        (out,) = model.graph.output  # no vocabulary logits, no KV cache
+        assert [n for n in inputs if n not in defaults] == ["input_ids", "attention_mask"]
+        for n in ("input_ids", "attention_mask"):
+            assert inputs[n].elem_type == onnx.TensorProto.INT64
+            assert all(d.dim_param for d in inputs[n].shape.dim), "batch and sequence axes must be dynamic"
+        past = [ox.past_name(i, k) for i in range(layers) for k in ("key", "value")]
+        assert [n for n in inputs if n in defaults] == [ox.KV_POSITIONS, *past]
+        assert all(0 in defaults[n].dims for n in [ox.KV_POSITIONS, *past]), "defaults must be empty"
+        out, *presents = model.graph.output
         assert out.name == "logit" and out.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
         assert len(out.type.tensor_type.shape.dim) == 1
+        assert [p.name for p in presents] == [n.replace("past.", "present.") for n in past]
+        assert sum(n.op_type == "GroupQueryAttention" for n in model.graph.node) == layers
+        assert {p.key: p.value for p in model.metadata_props}[ox.PADDING_KEY] == "right"
         assert (onnx_root / name / ox.DATA_FILE).is_file()
-        assert read_manifest(onnx_root / name).details["opset"] == ox.DEFAULT_OPSET
+        details = read_manifest(onnx_root / name).details
+        assert details["opset"] == ox.DEFAULT_OPSET and details["attention"] == "gqa"
+        assert details["padding"] == "right"
+
+
+@pytest.mark.parametrize("name", ONNX_NAMES)
+def test_prefix_reuse_scores_as_whole_rows(onnx_root, source, name):
+    """A batch sharing a query runs its prefix once and each tail against the prefix's keys/values; the
+    scores equal the whole rows' within the format's rounding, and the prefix is computed once per query."""
+    group = builtin_eval_set(long_document=False).groups[0]
+    ids, mask = pad_left([source.contract.encode(group.query, d).input_ids for d in group.documents],
+                         source.contract.pad_id)
+    ids, mask = np.asarray(ids), np.asarray(mask)
+    folder = onnx_root / name
+    reuse = ox.load(folder, read_manifest(folder))
+    whole = ox.OnnxBackend(ox.make_session(folder / ox.MODEL_FILE), prefix_reuse=False)
+    tolerance = {"onnx-fp32": 1e-4, "onnx-fp16": 0.02, "onnx-int8": 0.5}[name]  # logits, not p(yes)
+    np.testing.assert_allclose(reuse.logits(ids, mask), whole.logits(ids, mask), atol=tolerance, rtol=0)
+    np.testing.assert_allclose(reuse.logits(ids[:3], mask[:3]), whole.logits(ids[:3], mask[:3]),
+                               atol=tolerance, rtol=0)
+    assert reuse.stats["reused"] == 2 and reuse.stats["prefix_tokens_saved"] > 0
+    assert whole.stats["reused"] == 0
+
+
+def test_kv_positions_return_the_prefix_keys_and_values(onnx_root, source):
+    """The prefix pass: kv_positions asks for positions 0..P-1 of every layer; a plain run returns none."""
+    config = source.lm.config
+    session = ox.make_session(onnx_root / "onnx-fp32" / ox.MODEL_FILE)
+    ids = np.asarray([source.contract.encode("a query", "a document").input_ids], dtype=np.int64)
+    presents = [o.name for o in session.get_outputs()][1:]
+    plain = session.run(presents, {"input_ids": ids, "attention_mask": np.ones_like(ids)})
+    asked = session.run(presents, {"input_ids": ids, "attention_mask": np.ones_like(ids),
+                                   ox.KV_POSITIONS: np.arange(5, dtype=np.int64)})
+    assert all(p.shape == (1, config.num_key_value_heads, 0, config.head_dim) for p in plain)
+    assert all(p.shape == (1, config.num_key_value_heads, 5, config.head_dim) for p in asked)
 
 
 @pytest.mark.parametrize("side", ["left", "right"])

@@ -29,15 +29,20 @@ from .graph import (
     DEFAULT_OPSET,
     HEAD,
     INPUTS,
+    KV_POSITIONS,
     MODEL_FILE,
     OUTPUT,
+    PADDING_KEY,
     SUPPORTED_OPSETS,
+    past_name,
+    present_name,
     save_external,
 )
 from .options import OnnxFp16Options, OnnxInt4Options, OnnxInt8Options, OnnxOptions
 from .session import OnnxBackend, check_graph, load, make_session, providers_for, session_options
 
-__all__ = ["ATTENTIONS", "CONVERSIONS", "DATA_FILE", "DEFAULT_ATTENTION", "DEFAULT_OPSET", "HEAD", "INPUTS", "INT8_REDUCE_RANGE", "MODEL_FILE", "OUTPUT",
+__all__ = ["ATTENTIONS", "CONVERSIONS", "DATA_FILE", "DEFAULT_ATTENTION", "DEFAULT_OPSET", "HEAD", "INPUTS", "INT8_REDUCE_RANGE", "KV_POSITIONS", "MODEL_FILE", "OUTPUT",
+           "PADDING_KEY",
            "SUPPORTED_OPSETS", "OnnxBackend", "OnnxFp16Options", "OnnxInt4Options", "OnnxInt8Options",
            "OnnxOptions", "check_graph", "export", "export_fp32_graph", "export_int4", "export_many", "load",
-           "make_session", "providers_for", "save_external", "session_options", "to_fp16", "to_int4", "to_int8"]
+           "make_session", "past_name", "present_name", "providers_for", "save_external", "session_options", "to_fp16", "to_int4", "to_int8"]

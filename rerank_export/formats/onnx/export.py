@@ -21,11 +21,15 @@ from .graph import (
     DEFAULT_OPSET,
     HEAD,
     INPUTS,
+    KV_KINDS,
+    KV_POSITIONS,
     MODEL_FILE,
     OUTPUT,
     PADDING,
     PADDING_KEY,
     SUPPORTED_OPSETS,
+    past_name,
+    present_name,
     require,
 )
 from .options import OnnxInt4Options, OnnxOptions
@@ -33,14 +37,19 @@ from .options import OnnxInt4Options, OnnxOptions
 log = logging.getLogger(__name__)
 
 
-def build_scorer(source: Any, decoder: Any = None) -> Any:
+def build_scorer(source: Any, decoder: Any = None, prefix: bool = False) -> Any:
     """An nn.Module (input_ids, attention_mask) -> fp32 logit_yes - logit_no at each row's last real token.
 
     `decoder` replaces the source's decoder (int4 passes an AWQ-scaled copy); the head is the source's.
+    With `prefix` (gqa attention only) it also takes (kv_positions, *past) and returns the presents:
+    rows continue a shared prefix whose keys/values are given per layer (graph.py's names).
     """
     import torch
 
+    from .attention import PrefixKV
+
     yes, no = source.head_rows()
+    layers = source.lm.config.num_hidden_layers
 
     class Scorer(torch.nn.Module):
         def __init__(self) -> None:
@@ -49,20 +58,33 @@ def build_scorer(source: Any, decoder: Any = None) -> Any:
             head = torch.nn.Parameter((yes - no).detach().clone(), requires_grad=False)
             self.register_parameter(HEAD, head)
 
-        def forward(self, input_ids: Any, attention_mask: Any) -> Any:
-            hidden = self.decoder(input_ids=input_ids, attention_mask=attention_mask,
-                                  use_cache=False).last_hidden_state
-            positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
-            last = (positions * attention_mask).argmax(dim=1)
+        def forward(self, input_ids: Any, attention_mask: Any, kv_positions: Any = None, *past: Any) -> Any:
+            width = attention_mask.shape[1]
+            extra: dict[str, Any] = {}
+            if prefix:
+                kv = PrefixKV([(past[2 * i], past[2 * i + 1]) for i in range(layers)], kv_positions)
+                start = past[0].shape[2]  # the prefix's length: this pass's positions follow it
+                positions = torch.arange(start, start + width, device=input_ids.device)
+                extra = {"prefix_kv": kv, "position_ids": positions.unsqueeze(0).expand(input_ids.shape[0], -1)}
+            hidden = self.decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False,
+                                  **extra).last_hidden_state
+            steps = torch.arange(width, device=attention_mask.device)
+            last = (steps * attention_mask).argmax(dim=1)
             h = hidden[torch.arange(input_ids.shape[0], device=input_ids.device), last]
-            return h.float() @ getattr(self, HEAD)
+            logit = h.float() @ getattr(self, HEAD)
+            if not prefix:
+                return logit
+            return (logit, *[t for pair in kv.present for t in pair])
 
     return Scorer().eval()
 
 
 def export_fp32_graph(source: Any, path: Path, opset: int = DEFAULT_OPSET, decoder: Any = None,
                       attention: str = DEFAULT_ATTENTION) -> Path:
-    """Export the fp32 scorer to `path` (+ `path`.data) with the dynamo exporter."""
+    """Export the fp32 scorer to `path` (+ `path`.data) with the dynamo exporter.
+
+    gqa graphs take the prefix inputs too (graph.py), each with an empty default.
+    """
     import contextlib
 
     import torch
@@ -70,22 +92,55 @@ def export_fp32_graph(source: Any, path: Path, opset: int = DEFAULT_OPSET, decod
     require("onnxscript")
     if opset not in SUPPORTED_OPSETS:
         raise UsageError(f"opset {opset} is not supported; use one of {list(SUPPORTED_OPSETS)}")
-    model = build_scorer(source, decoder)
+    prefix = attention == "gqa"
+    model = build_scorer(source, decoder, prefix)
     ids = torch.full((2, 16), source.contract.pad_id, dtype=torch.int64)
     mask = torch.ones_like(ids)
     mask[0, :4] = 0  # a padded row, so the trace does not specialise on an all-ones mask
     batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
+    args: tuple[Any, ...] = (ids, mask)
+    names, outputs = list(INPUTS), [OUTPUT]
+    shapes: dict[str, Any] = {"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}}
+    if prefix:
+        past, kinds = _sample_past(source), [(i, k) for i in range(source.lm.config.num_hidden_layers)
+                                             for k in KV_KINDS]
+        args += (torch.arange(3), *past)
+        names += [KV_POSITIONS] + [past_name(i, k) for i, k in kinds]
+        outputs += [present_name(i, k) for i, k in kinds]
+        shapes |= {"kv_positions": {0: torch.export.Dim("kv_positions")},
+                   "past": tuple({2: torch.export.Dim("past")} for _ in past)}
     log.info("exporting the fp32 ONNX graph (opset %d, %s attention) to %s", opset, attention, path)
-    fused = fused_attention(model.decoder) if attention == "gqa" else contextlib.nullcontext()
+    fused = fused_attention(model.decoder) if prefix else contextlib.nullcontext()
     with torch.inference_mode(False), torch.no_grad(), fused:
-        program = torch.onnx.export(
-            model, (ids, mask), dynamo=True, opset_version=opset, input_names=list(INPUTS),
-            output_names=[OUTPUT], dynamic_shapes={"input_ids": {0: batch, 1: seq},
-                                                   "attention_mask": {0: batch, 1: seq}},
-            optimize=True, verbose=False,
-        )
+        program = torch.onnx.export(model, args, dynamo=True, opset_version=opset, input_names=names,
+                                    output_names=outputs, dynamic_shapes=shapes, optimize=True, verbose=False)
     program.save(str(path), external_data=True)
     return path
+
+
+def _sample_past(source: Any) -> list[Any]:
+    """Trace inputs for the prefix's keys/values: 5 positions per layer (any length but 0 and 1, which
+    torch.export would specialise on)."""
+    import torch
+
+    config = source.lm.config
+    shape = (1, config.num_key_value_heads, 5, config.head_dim)
+    return [torch.zeros(shape) for _ in range(2 * config.num_hidden_layers)]
+
+
+def add_prefix_defaults(model: Any) -> None:
+    """Empty defaults for the prefix inputs (an input with an initializer of its name is optional), typed
+    as the converted graph declares them."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    existing = {t.name for t in model.graph.initializer}
+    for value in model.graph.input:
+        if value.name in existing or value.name in INPUTS:
+            continue
+        dims = [d.dim_value if d.HasField("dim_value") else 0 for d in value.type.tensor_type.shape.dim]
+        dtype = helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)
+        model.graph.initializer.append(numpy_helper.from_array(np.zeros(dims, dtype=dtype), value.name))
 
 
 def export(source: Any, folder: Path, spec: Any, options: OnnxOptions) -> Manifest:
@@ -138,6 +193,7 @@ def _write_artifact(source: Any, fp32: Path, folder: Path, spec: Any, options: O
     weight_bytes = sum(p.stat().st_size for p in (folder / MODEL_FILE, folder / DATA_FILE))
     graph = onnx.load(str(folder / MODEL_FILE), load_external_data=False)
     onnx.helper.set_model_props(graph, {PADDING_KEY: PADDING[options.attention]})
+    add_prefix_defaults(graph)
     onnx.save_model(graph, str(folder / MODEL_FILE))  # the proto only: its weights stay where they are
     opset = next(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx"))
     details.update(_provenance(opset, options.attention))

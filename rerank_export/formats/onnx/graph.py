@@ -11,6 +11,21 @@ MODEL_FILE = "model.onnx"
 DATA_FILE = MODEL_FILE + ".data"
 INPUTS = ("input_ids", "attention_mask")
 OUTPUT = "logit"
+# Shared-prefix reuse (gqa graphs): optional inputs, each with an empty default in the graph. past.<i>.key
+# and past.<i>.value hold a prefix's keys/values per layer, (1, kv_heads, P, head_dim); kv_positions
+# names the positions whose keys/values come back as present.<i>.key / present.<i>.value (none by
+# default, so a plain scoring run returns nothing extra).
+KV_POSITIONS = "kv_positions"
+KV_KINDS = ("key", "value")
+
+
+def past_name(layer: int, kind: str) -> str:
+    return f"past.{layer}.{kind}"
+
+
+def present_name(layer: int, kind: str) -> str:
+    return f"present.{layer}.{kind}"
+
 HEAD = "score_head"  # the initializer holding W[yes] - W[no]; conversions leave its MatMul in fp32
 DEFAULT_OPSET = 20
 # 18-20 export and run; opset 23's RotaryEmbedding fails in onnxruntime 1.32 for batches over one row.

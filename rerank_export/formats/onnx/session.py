@@ -10,8 +10,8 @@ import numpy as np
 
 from ...errors import ArtifactError, MissingExtra, UsageError, first_line
 from ...manifest import Manifest
-from ...scoring import OutOfMemory
-from .graph import INPUTS, MODEL_FILE, OUTPUT, PADDING_KEY, require
+from ...scoring import MIN_PREFIX_TOKENS, OutOfMemory, common_prefix_length
+from .graph import INPUTS, KV_POSITIONS, MODEL_FILE, OUTPUT, PADDING_KEY, require
 
 log = logging.getLogger(__name__)
 
@@ -33,13 +33,16 @@ def check_graph(path: Path) -> None:
 def _check_io(path: Path, model: Any) -> None:
     int64 = 7  # onnx.TensorProto.INT64
     inputs = [(i.name, i.type.tensor_type.elem_type) for i in model.graph.input]
-    if inputs != [(name, int64) for name in INPUTS]:
-        raise ArtifactError(f"{path} has inputs {[n for n, _ in inputs]} (element types "
-                            f"{[t for _, t in inputs]}), expected int64 {list(INPUTS)}: not a rerank-export "
+    defaults = {t.name for t in model.graph.initializer}
+    # The prefix inputs are optional (each has a default), so a session fed only INPUTS scores.
+    optional = [n for n, _ in inputs[len(INPUTS):] if n in defaults and (n == KV_POSITIONS or n.startswith("past."))]
+    if inputs[:len(INPUTS)] != [(name, int64) for name in INPUTS] or len(optional) != len(inputs) - len(INPUTS):
+        raise ArtifactError(f"{path} has inputs {[n for n, _ in inputs][:6]} (element types "
+                            f"{[t for _, t in inputs][:6]}), expected int64 {list(INPUTS)}: not a rerank-export "
                             "ONNX scorer; rebuild it")
     outputs = [o.name for o in model.graph.output]
-    if outputs != [OUTPUT]:
-        raise ArtifactError(f"{path} has outputs {outputs}, expected ['{OUTPUT}']: not a rerank-export ONNX "
+    if outputs[:1] != [OUTPUT] or not all(o.startswith("present.") for o in outputs[1:]):
+        raise ArtifactError(f"{path} has outputs {outputs[:6]}, expected ['{OUTPUT}']: not a rerank-export ONNX "
                             "scorer; rebuild it")
 
 
@@ -103,27 +106,65 @@ def make_session(path: Path, device: str = "cpu", threads: int | None = None,
 
 
 class OnnxBackend:
-    """Scores with an onnxruntime session over the single-logit graph (parity gate and runtime)."""
+    """Scores with an onnxruntime session over the single-logit graph (parity gate and runtime).
 
-    def __init__(self, session: Any, name: str = "onnx") -> None:
+    Graphs with prefix inputs (gqa attention) reuse a batch's shared prefix, as the PyTorch backends do:
+    its keys/values are computed once (and kept for the next batch of the same query), then each row's
+    tail runs alone against them. onnxruntime's GroupQueryAttention continues a past for one row at a time
+    only; on the CPU one row of a few hundred tokens keeps the MatMuls as busy as a batch does.
+    """
+
+    def __init__(self, session: Any, name: str = "onnx", prefix_reuse: bool = True,
+                 min_prefix: int = MIN_PREFIX_TOKENS) -> None:
         self.session = session
         self.name = name
         self.providers = session.get_providers()
         # Graphs from before the fused attention carry no padding record: they read any padding.
         self.right_padded = session.get_modelmeta().custom_metadata_map.get(PADDING_KEY) == "right"
+        # Inputs with a default are listed apart, as overridable initializers.
+        optional = [i.name for i in session.get_overridable_initializers()]
+        self.past_inputs = [name for name in optional if name.startswith("past.")]
+        self.prefix_reuse = prefix_reuse and bool(self.past_inputs)
+        self.min_prefix = min_prefix
+        self._prefix: tuple[tuple[int, ...], dict[str, np.ndarray]] | None = None
+        self.stats = {"batches": 0, "reused": 0, "prefix_tokens_saved": 0}
 
     def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        self.stats["batches"] += 1
+        if self.prefix_reuse and len(input_ids) > 1:
+            rows = [ids[mask.astype(bool)].tolist() for ids, mask in zip(input_ids, attention_mask)]
+            shared = common_prefix_length(rows)
+            if shared >= self.min_prefix:
+                past = self._prefix_kv(tuple(rows[0][:shared]))
+                self.stats["reused"] += 1
+                self.stats["prefix_tokens_saved"] += shared * (len(rows) - 1)
+                return np.concatenate([self._run(np.asarray([r[shared:]]), None, past) for r in rows])
         if self.right_padded:
             input_ids, attention_mask = to_right_padding(input_ids, attention_mask)
+        return self._run(input_ids, attention_mask)
+
+    def _run(self, input_ids: np.ndarray, attention_mask: np.ndarray | None, extra: dict[str, np.ndarray] | None = None,
+             outputs: list[str] | None = None) -> Any:
+        mask = np.ones_like(input_ids) if attention_mask is None else attention_mask
         feed = {INPUTS[0]: np.ascontiguousarray(input_ids, dtype=np.int64),
-                INPUTS[1]: np.ascontiguousarray(attention_mask, dtype=np.int64)}
+                INPUTS[1]: np.ascontiguousarray(mask, dtype=np.int64), **(extra or {})}
         try:
-            out = self.session.run([OUTPUT], feed)[0]
+            out = self.session.run(outputs or [OUTPUT], feed)
         except Exception as exc:  # onnxruntime raises its own classes, not MemoryError
             if "allocate" in str(exc).lower() or "out of memory" in str(exc).lower():
                 raise OutOfMemory(str(exc)) from exc
             raise
-        return np.asarray(out, dtype=np.float32).reshape(-1)
+        return out if outputs else np.asarray(out[0], dtype=np.float32).reshape(-1)
+
+    def _prefix_kv(self, prefix: tuple[int, ...]) -> dict[str, np.ndarray]:
+        """Every layer's keys/values for `prefix`, as the past inputs' feed (the last prefix is kept)."""
+        if self._prefix is None or self._prefix[0] != prefix:
+            ids = np.asarray([prefix], dtype=np.int64)
+            presents = ["present." + name[len("past."):] for name in self.past_inputs]
+            feed = {KV_POSITIONS: np.arange(len(prefix), dtype=np.int64)}
+            values = self._run(ids, None, feed, presents)
+            self._prefix = (prefix, dict(zip(self.past_inputs, values)))
+        return self._prefix[1]
 
     def release_memory(self) -> None:
         """Hand onnxruntime's cached activation memory back. Its arena stays at its high-water mark (on the
