@@ -92,7 +92,8 @@ def _runtime_scorer(folder: str, prefix_reuse: bool):
     def score(query: str, docs: list[str]) -> list[float]:
         return reranker.score([(query, d) for d in docs])
 
-    score.prefix_reuse = isinstance(reranker.backend, PrefixReuseBackend)  # reported with the row
+    # reported with the row: the PyTorch wrapper, or an ONNX backend that reuses prefixes itself
+    score.prefix_reuse = isinstance(reranker.backend, PrefixReuseBackend) or getattr(reranker.backend, "prefix_reuse", False)
     return score
 
 
@@ -175,7 +176,7 @@ def throughput_rows(model: Path, args: argparse.Namespace) -> dict:
             continue
         docs = str(limits.get(folder.name, args.docs))
         row = run_worker(SCRIPT, ["runtime", str(folder), docs, "0", "200"])
-        if not row.get("prefix_reuse"):  # ONNX: reuse does not apply, the no-reuse run would be the same
+        if not row.get("prefix_reuse"):  # reuse does not apply: the no-reuse run would be the same
             rows[f"rerank-export {folder.name}"] = row
             continue
         rows[f"rerank-export {folder.name} (prefix reuse)"] = row

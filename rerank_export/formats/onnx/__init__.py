@@ -2,9 +2,10 @@
 
 The graph is the decoder plus a one-row yes-minus-no head applied to the last real token (found from
 attention_mask): inputs `input_ids` and `attention_mask` (int64, dynamic batch and sequence), output
-`logit` (fp32, one per row). No vocabulary-wide logits, no KV cache. Attention is one
-com.microsoft.GroupQueryAttention node per layer (memory linear in length), which reads right-padded rows;
-the graph's metadata says so (`rerank_export.padding`) and the backend pads that way.
+`logit` (fp32, one per row). No vocabulary-wide logits. Attention is one com.microsoft.GroupQueryAttention
+node per layer (memory linear in length), which reads right-padded rows; the graph's metadata says so
+(`rerank_export.padding`) and the backend pads that way. Optional inputs carry a shared prefix's keys and
+values (graph.py), which the backend uses to run one query's prefix once per batch.
 
 fp32 is exported once with `torch.onnx.export(dynamo=True)`; fp16 and int8 are derived from that graph
 with onnxruntime's own tools. int4 is exported from a copy of the decoder with AWQ's scales folded in and
