@@ -23,6 +23,7 @@ PREFIX = (
 SUFFIX = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
 DEFAULT_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
 BODY_TEMPLATE = "<Instruct>: {instruction}\n<Query>: {query}\n<Document>: {document}"
+DOCUMENT_MARKER = "<Document>:"  # where a pair's text stops depending on its query alone
 YES_TOKEN = "yes"
 NO_TOKEN = "no"
 DEFAULT_MAX_LENGTH = 8192
@@ -113,6 +114,16 @@ class Contract:
     @cached_property
     def suffix_ids(self) -> list[int]:
         return self._ids(SUFFIX)
+
+    @cached_property
+    def document_marker_ids(self) -> list[int] | None:
+        """The marker's token ids as they appear inside encoded pairs, or None where this tokenizer merges
+        them with their neighbours (checked on a probe pair). Everything up to its first occurrence depends
+        only on the instruction and query, so it splits a row the same way whatever else is in its batch."""
+        ids = self._ids(DOCUMENT_MARKER)
+        probe = self.encode("a query", "a document").input_ids
+        found = any(probe[i:i + len(ids)] == ids for i in range(len(probe)))
+        return ids if ids and found else None
 
     @property
     def pad_id(self) -> int:

@@ -96,6 +96,27 @@ def test_prefix_reuse_scores_as_whole_rows(onnx_root, source, name):
     assert whole.stats["reused"] == 0
 
 
+@pytest.mark.parametrize("name", ONNX_NAMES)
+def test_a_pair_scores_the_same_alone_and_beside_any_batch_mates(onnx_root, source, name):
+    """Rows split after their own document marker, so a pair's computation is the same whatever shares its
+    batch: exactly, even for dynamic int8, whose activation scales are taken per run."""
+    groups = builtin_eval_set(long_document=False).groups
+    pairs = [(g.query, d) for g in groups[:3] for d in g.documents[:3]]
+    seqs = [source.contract.encode(q, d).input_ids for q, d in pairs]
+    folder = onnx_root / name
+    backend = ox.load(folder, read_manifest(folder))
+    assert backend.split_marker == source.contract.document_marker_ids
+
+    def score(rows):
+        ids, mask = pad_left(rows, source.contract.pad_id)
+        return backend.logits(np.asarray(ids), np.asarray(mask))
+
+    together = score(seqs)
+    alone = np.concatenate([score([s]) for s in seqs])
+    assert np.array_equal(together, alone), np.abs(together - alone).max()
+    assert np.array_equal(score(seqs[::-1])[::-1], together)
+
+
 def test_kv_positions_return_the_prefix_keys_and_values(onnx_root, source):
     """The prefix pass: kv_positions asks for positions 0..P-1 of every layer; a plain run returns none."""
     config = source.lm.config

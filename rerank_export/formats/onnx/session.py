@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,8 @@ from ...scoring import MIN_PREFIX_TOKENS, OutOfMemory, common_prefix_length
 from .graph import INPUTS, KV_POSITIONS, MODEL_FILE, OUTPUT, PADDING_KEY, require
 
 log = logging.getLogger(__name__)
+
+PREFIXES_KEPT = 4  # distinct query prefixes whose keys/values stay between batches (~16 MB each, 0.6B fp32)
 
 
 def check_graph(path: Path) -> None:
@@ -108,14 +112,17 @@ def make_session(path: Path, device: str = "cpu", threads: int | None = None,
 class OnnxBackend:
     """Scores with an onnxruntime session over the single-logit graph (parity gate and runtime).
 
-    Graphs with prefix inputs (gqa attention) reuse a batch's shared prefix, as the PyTorch backends do:
-    its keys/values are computed once (and kept for the next batch of the same query), then each row's
-    tail runs alone against them. onnxruntime's GroupQueryAttention continues a past for one row at a time
-    only; on the CPU one row of a few hundred tokens keeps the MatMuls as busy as a batch does.
+    Graphs with prefix inputs (gqa attention) reuse prefixes, as the PyTorch backends do: each row is split
+    after its first `split_marker` (the contract's "<Document>:", so the prefix is the system prompt,
+    instruction and query), the prefix's keys/values are computed once (and kept for later batches), and
+    the row's tail runs alone against them. The split depends on the row alone, so a pair's score never
+    depends on its batch-mates, even where activations are quantized per run (onnx-int8). Without a marker,
+    a batch's longest common prefix is the split. onnxruntime's GroupQueryAttention continues a past for one
+    row at a time only; on the CPU one row of a few hundred tokens keeps the MatMuls as busy as a batch.
     """
 
     def __init__(self, session: Any, name: str = "onnx", prefix_reuse: bool = True,
-                 min_prefix: int = MIN_PREFIX_TOKENS) -> None:
+                 split_marker: Sequence[int] | None = None, min_prefix: int = MIN_PREFIX_TOKENS) -> None:
         self.session = session
         self.name = name
         self.providers = session.get_providers()
@@ -125,20 +132,48 @@ class OnnxBackend:
         optional = [i.name for i in session.get_overridable_initializers()]
         self.past_inputs = [name for name in optional if name.startswith("past.")]
         self.prefix_reuse = prefix_reuse and bool(self.past_inputs)
+        self.split_marker = list(split_marker) if split_marker else None
         self.min_prefix = min_prefix
-        self._prefix: tuple[tuple[int, ...], dict[str, np.ndarray]] | None = None
+        self._prefixes: OrderedDict[tuple[int, ...], dict[str, np.ndarray]] = OrderedDict()
         self.stats = {"batches": 0, "reused": 0, "prefix_tokens_saved": 0}
 
     def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         self.stats["batches"] += 1
-        if self.prefix_reuse and len(input_ids) > 1:
-            rows = [ids[mask.astype(bool)].tolist() for ids, mask in zip(input_ids, attention_mask)]
-            shared = common_prefix_length(rows)
-            if shared >= self.min_prefix:
-                past = self._prefix_kv(tuple(rows[0][:shared]))
-                self.stats["reused"] += 1
-                self.stats["prefix_tokens_saved"] += shared * (len(rows) - 1)
-                return np.concatenate([self._run(np.asarray([r[shared:]]), None, past) for r in rows])
+        if not self.prefix_reuse:
+            return self._run_whole(input_ids, attention_mask)
+        rows = [ids[mask.astype(bool)].tolist() for ids, mask in zip(input_ids, attention_mask)]
+        splits = self._splits(rows)
+        out = np.empty(len(rows), dtype=np.float32)
+        whole = [i for i, split in enumerate(splits) if not split]
+        if whole:
+            out[whole] = self._run_whole(input_ids[whole], attention_mask[whole])
+        computed = 0
+        for i, split in enumerate(splits):
+            if split:
+                past, fresh = self._prefix_kv(tuple(rows[i][:split]))
+                computed += split if fresh else 0
+                out[i] = self._run(np.asarray([rows[i][split:]]), None, past)[0]
+        if len(whole) < len(rows):
+            self.stats["reused"] += 1
+            self.stats["prefix_tokens_saved"] += sum(splits) - computed
+        return out
+
+    def _splits(self, rows: list[list[int]]) -> list[int]:
+        """Each row's prefix length (0: run whole)."""
+        if self.split_marker is None:  # no marker from the tokenizer: the batch's common prefix
+            shared = common_prefix_length(rows) if len(rows) > 1 else 0
+            return [shared if shared >= self.min_prefix else 0] * len(rows)
+        return [self._split_after_marker(row) for row in rows]
+
+    def _split_after_marker(self, row: list[int]) -> int:
+        marker = self.split_marker
+        for i in range(len(row) - len(marker)):
+            if row[i:i + len(marker)] == marker:
+                end = i + len(marker)
+                return end if self.min_prefix <= end < len(row) else 0
+        return 0
+
+    def _run_whole(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         if self.right_padded:
             input_ids, attention_mask = to_right_padding(input_ids, attention_mask)
         return self._run(input_ids, attention_mask)
@@ -156,15 +191,19 @@ class OnnxBackend:
             raise
         return out if outputs else np.asarray(out[0], dtype=np.float32).reshape(-1)
 
-    def _prefix_kv(self, prefix: tuple[int, ...]) -> dict[str, np.ndarray]:
-        """Every layer's keys/values for `prefix`, as the past inputs' feed (the last prefix is kept)."""
-        if self._prefix is None or self._prefix[0] != prefix:
-            ids = np.asarray([prefix], dtype=np.int64)
-            presents = ["present." + name[len("past."):] for name in self.past_inputs]
-            feed = {KV_POSITIONS: np.arange(len(prefix), dtype=np.int64)}
-            values = self._run(ids, None, feed, presents)
-            self._prefix = (prefix, dict(zip(self.past_inputs, values)))
-        return self._prefix[1]
+    def _prefix_kv(self, prefix: tuple[int, ...]) -> tuple[dict[str, np.ndarray], bool]:
+        """Every layer's keys/values for `prefix` as the past inputs' feed, and whether they were computed
+        now (the last few prefixes are kept)."""
+        if prefix in self._prefixes:
+            self._prefixes.move_to_end(prefix)
+            return self._prefixes[prefix], False
+        ids = np.asarray([prefix], dtype=np.int64)
+        presents = ["present." + name[len("past."):] for name in self.past_inputs]
+        values = self._run(ids, None, {KV_POSITIONS: np.arange(len(prefix), dtype=np.int64)}, presents)
+        self._prefixes[prefix] = dict(zip(self.past_inputs, values))
+        while len(self._prefixes) > PREFIXES_KEPT:
+            self._prefixes.popitem(last=False)
+        return self._prefixes[prefix], True
 
     def release_memory(self) -> None:
         """Hand onnxruntime's cached activation memory back. Its arena stays at its high-water mark (on the
@@ -190,4 +229,11 @@ def load(folder: Path, manifest: Manifest, device: str = "cpu", threads: int | N
     """The onnxruntime backend of an ONNX artifact folder."""
     session = make_session(Path(folder) / MODEL_FILE, device, threads, optimization)
     log.info("loaded %s on %s", folder, session.get_providers()[0])
-    return OnnxBackend(session, manifest.format)
+    return OnnxBackend(session, manifest.format, split_marker=_split_marker(folder))
+
+
+def _split_marker(folder: Path) -> list[int] | None:
+    """The artifact tokenizer's ids for the contract's document marker (None: no per-row split)."""
+    from ...contract import Contract, load_tokenizer
+
+    return Contract(load_tokenizer(folder)).document_marker_ids
