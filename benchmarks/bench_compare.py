@@ -141,8 +141,11 @@ def main() -> None:
     if args.rerender:  # llama.cpp runs in its own venv, after (or before) the rest
         results = {**json.loads(args.out.read_text()), "llama_cpp": llama_cpp_row()}
     else:
+        from rerank_export.host import describe_cpu
+
         model = build_real_shape()
-        results = {"memory": memory_rows(model, args.artifacts), "throughput": throughput_rows(model, args),
+        results = {"cpu": describe_cpu(), "memory": memory_rows(model, args.artifacts),
+                   "throughput": throughput_rows(model, args),
                    "bytes": byte_rows(args.artifacts), "llama_cpp": llama_cpp_row(), "docs": args.docs,
                    "command": "python benchmarks/bench_compare.py " + " ".join(sys.argv[1:])}
     args.out.write_text(json.dumps(results, indent=1))
@@ -226,7 +229,8 @@ def plot(results: dict, path: Path) -> None:
 def render(results: dict, command: str) -> str:
     """The RESULTS.md section: memory, throughput and bytes tables, straight from the measured rows."""
     intro = (f"Command: `{command.strip()}` ({time.strftime('%Y-%m-%d')}; each row in its own process, 2 "
-             "threads). Raw numbers: `benchmarks/compare.json`; plot: [`compare.png`](compare.png).")
+             "threads). Raw numbers: `benchmarks/compare.json`; plot: [`compare.png`](compare.png).\n\n"
+             f"CPU: {results.get('cpu', 'not recorded')}.")
     lines = [intro, "", "![pairs/s and peak memory](compare.png)", ""]
     lines += _memory_table(results["memory"]) + [""] + _speed_table(results) + [""] + _bytes_table(results)
     return "\n".join(lines) + "\n"

@@ -3,8 +3,9 @@
 The dynamo exporter spells attention out as MatMul -> Softmax -> MatMul (opset <= 20) or as ONNX
 Attention (opset 23); onnxruntime 1.32 keeps the batch x heads x L x L score matrix for both (19 GiB for
 one 8,192-token document on the 0.6B shape). com.microsoft.GroupQueryAttention runs blockwise on the CPU
-provider and with flash / memory-efficient kernels on CUDA, reads grouped K/V heads as they are, and is
-causal by definition: rows are right-padded and `seqlens_k` gives each row's last real position.
+provider (fp32) and with flash / memory-efficient kernels on CUDA (fp16), reads grouped K/V heads as they
+are, and is causal by definition, so right-padded rows need no mask at all. It also continues a past (a
+shared prefix's keys/values), which the backend's prefix reuse feeds.
 
 While a graph is traced, the decoder's attention is this module's: transformers calls `gqa_attention`
 per layer and builds no mask (`padding_mask` hands the 2-D padding mask through).
