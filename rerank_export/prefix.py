@@ -24,6 +24,7 @@ __all__ = ["MIN_PREFIX_TOKENS", "PrefixReuseBackend", "common_prefix_length", "p
 
 log = logging.getLogger(__name__)
 
+
 def supports_prefix_reuse(backend: Any) -> bool:
     """True for backends over a Hugging Face decoder + `score` head (the baseline, AWQ)."""
     model = getattr(backend, "model", None)
