@@ -1,6 +1,8 @@
 """One-off AWQ export measurement on a random-weight model of the real Qwen3-Reranker-0.6B shape.
 
-    .venv/bin/python benchmarks/bench_awq.py [--clip] [--samples 64]
+    .venv/bin/python benchmarks/bench_awq.py [--clip] [--samples 64] [--out DIR]
+
+Set RERANK_EXPORT_CACHE to an empty folder to time the search itself (a cached search is reused).
 
 Builds the model once under benchmarks/out/ (tokenizer from ../shared/fixtures), exports awq-int4, and
 writes search time, total export time, peak RSS and artifact bytes to benchmarks/out/awq_real_shape*.json.
@@ -29,14 +31,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--clip", action="store_true", help="include the clip search")
     parser.add_argument("--samples", type=int, default=64)
+    parser.add_argument("--out", type=Path, default=OUT / "artifacts",
+                        help="artifacts root (a new folder: an existing awq-int4 there is an error)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     model_dir = build_real_shape()
     source = SourceModel(str(model_dir))
     start, cpu_start = time.perf_counter(), time.process_time()
-    (manifest,) = export_formats(str(model_dir), None, OUT / "artifacts", ["awq-int4"],
+    (manifest,) = export_formats(str(model_dir), None, args.out, ["awq-int4"],
                                  {"awq-int4": {"clip": args.clip, "calib_samples": args.samples}}, source=source)
-    record = {"clip": args.clip, "samples": args.samples, "export_seconds": round(time.perf_counter() - start, 1),
+    from rerank_export.host import describe_cpu
+
+    record = {"cpu": describe_cpu(), "clip": args.clip, "samples": args.samples, "export_seconds": round(time.perf_counter() - start, 1),
               # wall time depends on who else uses the cores; CPU seconds / cores is the unloaded estimate
               "export_cpu_seconds": round(time.process_time() - cpu_start, 1),
               "search_seconds": manifest.details["search_seconds"], "calibration": manifest.details["calibration"],
