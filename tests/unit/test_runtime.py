@@ -95,17 +95,8 @@ def test_nothing_fits_a_tiny_budget(verified):
         rerank_export.load(verified[0], device="cpu", memory_budget="1MiB")
 
 
-def test_batches_follow_the_memory_derived_token_budget(verified):
-    root, _, _ = verified
-    manifest = read_manifest(root / "baseline-fp32")
-    max_length = 256
-    tokens = 600  # room for 600 padded tokens per batch beside the weights
-    budget_bytes = int((manifest.memory.weight_bytes + tokens * manifest.memory.bytes_per_token(max_length))
-                       / USABLE_FRACTION) + 64
-    reranker = rerank_export.load(root, device="cpu", memory_budget=budget_bytes, max_length=max_length,
-                                  prefix_reuse=False)
-    expected = token_budget(manifest, int(budget_bytes * USABLE_FRACTION), max_length)
-    assert reranker.token_budget == expected == tokens
+def record_batch_shapes(reranker):
+    """Wrap the reranker's backend so every batch's (rows, width) lands in the returned list."""
     shapes = []
     inner = reranker.backend
 
@@ -117,6 +108,21 @@ def test_batches_follow_the_memory_derived_token_budget(verified):
             return inner.logits(ids, mask)
 
     reranker.backend = Recording()
+    return shapes
+
+
+def test_batches_follow_the_memory_derived_token_budget(verified):
+    root, _, _ = verified
+    manifest = read_manifest(root / "baseline-fp32")
+    max_length = 256
+    tokens = 600  # room for 600 padded tokens per batch beside the weights
+    budget_bytes = int((manifest.memory.weight_bytes + tokens * manifest.memory.bytes_per_token(max_length))
+                       / USABLE_FRACTION) + 64
+    reranker = rerank_export.load(root, device="cpu", memory_budget=budget_bytes, max_length=max_length,
+                                  prefix_reuse=False)
+    expected = token_budget(manifest, int(budget_bytes * USABLE_FRACTION), max_length)
+    assert reranker.token_budget == expected == tokens
+    shapes = record_batch_shapes(reranker)
     reranker.rerank("capital of France?", [f"document number {i} about Paris" for i in range(40)])
     assert len(shapes) > 1 and all(b * length <= expected for b, length in shapes)
 
@@ -137,17 +143,7 @@ def test_batches_are_sized_at_their_own_width_when_memory_grows_with_length(veri
     reranker = rerank_export.load(root, device="cpu", memory_budget=int(usable / USABLE_FRACTION) + 64,
                                   max_length=max_length, prefix_reuse=False, allow_unverified=True)
     assert reranker.token_budget == token_budget(manifest, reranker.decision.device.usable_bytes, max_length)
-    shapes = []
-    inner = reranker.backend
-
-    class Recording:
-        name = "recording"
-
-        def logits(self, ids, mask):
-            shapes.append(ids.shape)
-            return inner.logits(ids, mask)
-
-    reranker.backend = Recording()
+    shapes = record_batch_shapes(reranker)
     reranker.rerank("capital of France?", [f"Paris {i}" for i in range(200)])
     usable = reranker.decision.device.usable_bytes
     assert all(b * length <= token_budget(manifest, usable, length) for b, length in shapes)
