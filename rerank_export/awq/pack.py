@@ -58,8 +58,19 @@ def dequantize(q: torch.Tensor, zeros: torch.Tensor, scales: torch.Tensor,
 
 
 def fake_quantize(weight: torch.Tensor, group_size: int) -> torch.Tensor:
-    """Quantise and dequantise in one step, in the weight's dtype (what the search evaluates)."""
-    return dequantize(*quantize(weight, group_size), dtype=weight.dtype)
+    """Quantise and dequantise in one step (what the search evaluates), in the weight's dtype.
+
+    The same arithmetic as dequantize(*quantize(w)) in fp32, equal to it bit for bit, without the integer
+    tensors: the search calls this for every candidate, so it keeps to a few in-place passes.
+    """
+    check_shape(weight, group_size)
+    out_f, in_f = weight.shape
+    w = weight.detach().float().reshape(out_f, in_f // group_size, group_size)
+    w_min, w_max = torch.aminmax(w, dim=-1)
+    s = ((w_max - w_min).clamp(min=MIN_RANGE) / MAX_Q).half().float().unsqueeze(-1)
+    zeros = torch.clamp(-torch.round(w_min.unsqueeze(-1) / s), 0, MAX_Q)
+    q = torch.div(w, s).round_().add_(zeros).clamp_(0, MAX_Q)
+    return q.sub_(zeros).mul_(s).reshape(out_f, in_f).to(weight.dtype)
 
 
 def pack_columns(values: torch.Tensor) -> torch.Tensor:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from ..awq.settings import DTYPES as SEARCH_DTYPES
 from ..awq.settings import SearchSettings
 from ..calibration import DEFAULT_MAX_LENGTH, DEFAULT_SAMPLES
 from ..contract import save_tokenizer, write_rope_theta
@@ -49,10 +50,12 @@ class AwqOptions:
     clip: bool = True
     scale_search: bool = True
     n_grid: int = SearchSettings.n_grid
+    alpha_stride: int = option(SearchSettings.alpha_stride, help="score every Nth alpha, then refine (1: all)")
     max_shrink: float = option(SearchSettings.max_shrink, FRACTION)
     clip_tokens: int = SearchSettings.clip_tokens
     search_tokens: int = SearchSettings.search_tokens
     batch_tokens: int = SearchSettings.batch_tokens
+    dtype: str = option(SearchSettings.dtype, one_of(*SEARCH_DTYPES), "the search's forward passes' dtype")
 
     def settings(self) -> SearchSettings:
         return SearchSettings(**{f.name: getattr(self, f.name) for f in fields(SearchSettings)})

@@ -15,6 +15,8 @@ from rerank_export.awq.search import (
     SearchSettings,
     applicable_groups,
     candidate_scales,
+    capture_block_inputs,
+    grid_search,
     search,
     search_clip,
 )
@@ -44,6 +46,39 @@ def test_alpha_zero_gives_exactly_one():
     assert torch.equal(candidate_scales(x_mean, 0.0), torch.ones(64))
     s = candidate_scales(x_mean, 0.5)
     assert torch.isclose(s.max() * s.min(), torch.tensor(1.0))
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_strided_grid_search_finds_the_scan_minimum_of_a_single_dip(seed):
+    gen = torch.Generator().manual_seed(seed)
+    n, low = 20, int(torch.randint(0, 20, (1,), generator=gen))
+    depth = torch.rand(n, generator=gen) + 0.1  # a random curve falling to `low`, then rising
+    curve = [float(depth[min(i, low):max(i, low)].sum()) for i in range(n)]
+    scanned: list[int] = []
+    best, losses = grid_search(n, 4, lambda i: scanned.append(i) or curve[i])
+    assert best == low == min(range(n), key=curve.__getitem__)
+    assert len(scanned) == len(set(scanned)) <= 9 and 0 in losses
+    full, every = grid_search(n, 1, curve.__getitem__)
+    assert full == low and sorted(every) == list(range(n))
+
+
+def test_grid_search_ties_go_to_the_smaller_step():
+    assert grid_search(20, 1, lambda i: 1.0)[0] == 0
+    assert grid_search(20, 4, lambda i: 0.0 if i in (8, 12) else 1.0)[0] == 8
+
+
+def test_capture_stops_at_the_first_block(source):
+    decoder, ran = source.lm.model, []
+    handles = [layer.register_forward_pre_hook(lambda m, a, i=i: ran.append(i))
+               for i, layer in enumerate(decoder.layers)]
+    try:
+        with torch.inference_mode():
+            batches = capture_block_inputs(decoder, _calib(source, 4), source.contract.pad_id, 512, torch.bfloat16)
+    finally:
+        for h in handles:
+            h.remove()
+    assert ran and set(ran) == {0}
+    assert all(b.hidden.dtype == torch.bfloat16 and b.hidden.shape[:2] == b.mask.shape for b in batches)
 
 
 def test_search_leaves_the_source_untouched_and_round_trips(source, tmp_path):
@@ -101,6 +136,24 @@ def test_clip_search_is_never_worse_than_no_clip():
 
     assert err(clipped) <= err(weight)
     assert float(max_val[0, 0]) < 12.0
+
+
+def test_clip_search_scores_what_a_pass_over_the_tokens_scores():
+    """The quadratic form d^T C d picks the bounds the token-by-token error (llm-awq's) picks."""
+    gen = torch.Generator().manual_seed(SEED)
+    weight = torch.randn(64, 256, generator=gen)
+    x = torch.randn(700, 256, generator=gen) * (torch.rand(256, generator=gen) * 4)
+    settings = SearchSettings()
+    w = weight.view(64, 2, 128)
+    xs = x[:: max(1, x.shape[0] // settings.clip_tokens)]
+    org_max = w.abs().amax(dim=-1)
+    errors = []
+    for i in range(int(settings.max_shrink * settings.n_grid)):
+        bound = (org_max * (1 - i / settings.n_grid)).unsqueeze(-1)
+        clipped = fake_quantize(torch.clamp(w, -bound, bound).view(64, 256), 128).view(64, 2, 128)
+        errors.append(torch.einsum("ogk,tgk->togk", clipped - w, xs.view(-1, 2, 128)).sum(-1).pow(2).mean(0))
+    steps = torch.stack(errors).argmin(dim=0)  # the first least error per (row, group)
+    assert torch.equal(search_clip(weight, x, settings), org_max * (1 - steps / settings.n_grid))
 
 
 def test_scale_one_is_round_to_nearest(source):
