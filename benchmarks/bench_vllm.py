@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import psutil
-from bench_compare import QUERY, documents
+from bench_compare import QUERY, SCORES_KEPT, documents
 from realshape import OUT, ROOT, build_real_shape, run_worker, write_section
 
 from rerank_export.manifest import read_manifest
@@ -75,8 +75,10 @@ def vllm_row(folder: Path, python: str, docs: int, length: int, prefix_caching: 
         seconds = time.perf_counter() - start
         done.set()
         sampler.join()
+    scores = [r["relevance_score"] for r in sorted(results, key=lambda r: r["index"])]
     return {"pairs_per_s": docs / seconds, "seconds": seconds, "loaded_mib": loaded / 2**20,
-            "peak_mib": peak[0] / 2**20, "docs": len(results), "dtype": command.argv[command.argv.index("--dtype") + 1]}
+            "peak_mib": peak[0] / 2**20, "docs": len(results), "scores": scores[:SCORES_KEPT],
+            "dtype": command.argv[command.argv.index("--dtype") + 1]}
 
 
 def runtime_row(folder: Path, docs: int, length: int, prefix_reuse: bool) -> dict:

@@ -22,9 +22,9 @@ class SearchSettings:
     batch_tokens: int = 2048  # padded tokens per calibration batch
     # The blocks' forward passes run in this dtype (fake quantisation and the clip search stay fp32): bf16
     # matmuls are ~2.6x fp32's on CPUs with bf16 dot products; llm-awq runs the search in fp16 on GPUs.
-    dtype: str = "bfloat16"
+    search_dtype: str = "bfloat16"
 
     def torch_dtype(self) -> Any:
         import torch
 
-        return getattr(torch, self.dtype)
+        return getattr(torch, self.search_dtype)

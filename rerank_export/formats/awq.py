@@ -55,7 +55,8 @@ class AwqOptions:
     clip_tokens: int = SearchSettings.clip_tokens
     search_tokens: int = SearchSettings.search_tokens
     batch_tokens: int = SearchSettings.batch_tokens
-    dtype: str = option(SearchSettings.dtype, one_of(*SEARCH_DTYPES), "the search's forward passes' dtype")
+    search_dtype: str = option(SearchSettings.search_dtype, one_of(*SEARCH_DTYPES),
+                               "dtype of the search's forward passes")
 
     def settings(self) -> SearchSettings:
         return SearchSettings(**{f.name: getattr(self, f.name) for f in fields(SearchSettings)})
