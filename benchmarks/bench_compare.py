@@ -8,8 +8,11 @@ Measured side by side in one run, each in its own process (so peak RSS is its ow
               rerank_export.load (with and without shared-prefix reuse)
   bytes:      each artifact against the 16-bit baseline
   llama.cpp:  llama-cpp-python with Q8_0 / Q4_K_M, read from bench_llamacpp.py's last run (own venv)
+  engines:    with --vllm-python, vLLM's CPU build serving baseline-bf16 and awq-int4 (bench_vllm.py's row);
+              with --genai, onnxruntime-genai's model builder int4 / fp32 (bench_genai.py, own venv)
 
     .venv/bin/python benchmarks/bench_compare.py [--docs 100] [--limit baseline-bf16=20] \
+        [--vllm-python ~/.cache/rerank-export/venv-vllm/bin/python] [--genai] [--engine-docs 30] \
         [--artifacts benchmarks/out/artifacts] [--results benchmarks/RESULTS.md]
 
 Artifacts are built by benchmarks/bench_formats.py (or here with --export); the runtime loads them with
@@ -30,6 +33,8 @@ from rerank_export.formats import get_format
 from rerank_export.manifest import read_manifest
 
 SCRIPT = Path(__file__).resolve()
+BF16_REUSE = "rerank-export baseline-bf16 (prefix reuse)"  # the issue's yardstick for the fastest CPU path
+VLLM_FORMATS = ("baseline-bf16", "awq-int4")  # what vLLM loads (ONNX is not its format)
 SCORES_KEPT = 20  # each row keeps its first scores, so the driver can check every scorer saw the same prompts
 QUERY = "What are the health effects of drinking green tea every day?"
 SENTENCE = ("Green tea contains catechins and a little caffeine; studies on daily drinkers report small effects "
@@ -131,6 +136,11 @@ def main() -> None:
     parser.add_argument("--artifacts", type=Path, default=OUT / "artifacts")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "compare.json")
     parser.add_argument("--results", type=Path, help="RESULTS.md whose bench_compare section to replace")
+    parser.add_argument("--vllm-python", help="vLLM's CPU build (scripts/vllm-venv.sh): add its rows, served "
+                        "as `rerank-export serve --engine vllm` would, for baseline-bf16 and awq-int4")
+    parser.add_argument("--genai", action="store_true",
+                        help="add onnxruntime-genai's model-builder rows (benchmarks/bench_genai.py, own venv)")
+    parser.add_argument("--engine-docs", type=int, help="documents for the vLLM and genai rows (default: --docs)")
     parser.add_argument("--rerender", action="store_true",
                         help="measure nothing: re-read llama.cpp's results into --out's numbers and rewrite")
     args = parser.parse_args()
@@ -185,10 +195,34 @@ def throughput_rows(model: Path, args: argparse.Namespace) -> dict:
         rows[f"rerank-export {folder.name} (prefix reuse)"] = row
         rows[f"rerank-export {folder.name} (no prefix reuse)"] = run_worker(
             SCRIPT, ["runtime-noreuse", str(folder), docs, "0", "200"])
+    rows.update(engine_rows(args))
     reference = rows["model-card (fp32, batch 8)"].get("scores")
     for row in rows.values():  # same prompts in, same p(yes) out (up to the format's precision)
         if reference and row.get("scores"):
             row["max_abs_diff_vs_model_card"] = max(abs(a - b) for a, b in zip(row["scores"], reference))
+    return rows
+
+
+def engine_rows(args: argparse.Namespace) -> dict:
+    """Other engines on the same weights and pairs: vLLM's CPU build, onnxruntime-genai's model builder."""
+    rows, docs = {}, args.engine_docs or args.docs
+    if args.vllm_python:
+        from bench_vllm import vllm_row
+
+        for name in VLLM_FORMATS:
+            folder = args.artifacts / name
+            if not (folder / "manifest.json").is_file():
+                continue
+            try:
+                row = vllm_row(folder, args.vllm_python, docs, 200, prefix_caching=True)
+                row["peak_above_loaded_mib"] = row["peak_mib"] - row["loaded_mib"]
+            except Exception as exc:  # noqa: BLE001 (a row records its failure and the run goes on)
+                row = {"error": str(exc)[:200]}
+            rows[f"vLLM CPU {name} (prefix caching, /v1/rerank, all its processes)"] = row
+    if args.genai:
+        from bench_genai import genai_rows
+
+        rows.update(genai_rows(docs, 200))
     return rows
 
 
@@ -248,23 +282,29 @@ def _memory_table(memory: dict) -> list[str]:
 def _speed_table(results: dict) -> list[str]:
     speed, llama = results["throughput"], results["llama_cpp"]
     card = speed.get("model-card (fp32, batch 8)", {}).get("pairs_per_s")
+    bf16 = speed.get(BF16_REUSE, {}).get("pairs_per_s")
+
+    def ratio(pairs_per_s: float | None, base: float | None) -> str:
+        return f"{pairs_per_s / base:.2f}x" if pairs_per_s and base else "-"
+
     lines = [(f"One query, {results['docs']} documents of ~200 tokens (~270 with the prompt). The max abs dp "
              "column compares each row's first scores with the model card's on the same pairs:"), "",
-             "| scorer | docs | pairs/s | vs model card | loaded MiB | peak above loaded MiB | max abs dp |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+             ("| scorer | docs | pairs/s | vs model card | vs bf16 reuse | loaded MiB | peak above loaded MiB | "
+              "max abs dp |"), "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, row in speed.items():
-        ratio = f"{row['pairs_per_s'] / card:.2f}x" if card and "pairs_per_s" in row else "-"
-        lines.append(f"| {name} | {row.get('docs', '-')} | {_cell(row, 'pairs_per_s', '.3f')} | {ratio} | "
-                     f"{_cell(row, 'loaded_mib', ',.0f')} | {_cell(row, 'peak_above_loaded_mib', ',.0f')} | "
+        pairs = row.get("pairs_per_s")
+        lines.append(f"| {name} | {row.get('docs', '-')} | {_cell(row, 'pairs_per_s', '.3f')} | "
+                     f"{ratio(pairs, card)} | {ratio(pairs, bf16)} | {_cell(row, 'loaded_mib', ',.0f')} | "
+                     f"{_cell(row, 'peak_above_loaded_mib', ',.0f')} | "
                      f"{_cell(row, 'max_abs_diff_vs_model_card', '.1e')} |")
     version = llama.get("llama_cpp_python", "?")
     for name, row in (llama.get("formats") or {}).items():
-        ratio = f"{row['pairs_per_s'] / card:.2f}x" if card else "-"
         lines.append(f"| llama.cpp {name} (llama-cpp-python {version}, own venv) | {row['docs']} | "
-                     f"{row['pairs_per_s']:.3f} | {ratio} | {row['load_rss'] / 2**20:,.0f} | "
+                     f"{row['pairs_per_s']:.3f} | {ratio(row['pairs_per_s'], card)} | "
+                     f"{ratio(row['pairs_per_s'], bf16)} | {row['load_rss'] / 2**20:,.0f} | "
                      f"{(row['peak_rss'] - row['load_rss']) / 2**20:,.0f} | - |")
     if "error" in llama:
-        lines.append(f"| llama.cpp | - | not measured: {llama['error']} | - | - | - | - |")
+        lines.append(f"| llama.cpp | - | not measured: {llama['error']} | - | - | - | - | - |")
     return lines
 
 
