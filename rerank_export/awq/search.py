@@ -1,11 +1,12 @@
 """The AWQ search (Lin et al., 2023): per decoder block, per-input-channel scales and per-group clips.
 
 Follows the paper and its reference implementation (llm-awq `auto_scale_block` / `auto_clip_block`):
-the block's inputs come from the float model; for each group of linears sharing an input, the scale
-s = mean|x|^alpha is chosen on a grid of alpha to minimise the error of the group's `inspect` module
-with fake-quantised weights; then each linear's clipping range is searched per group on its scaled
+the block's inputs come from the unquantised model; for each group of linears sharing an input, the
+scale s = mean|x|^alpha is chosen on a grid of alpha to minimise the error of the group's `inspect`
+module with fake-quantised weights; then each linear's clipping range is searched per group on its scaled
 weights. Nothing here changes the model: candidate weights are passed with torch.func.functional_call,
 and the results are plain data (AWQResult) that apply.py folds in and that is saved beside the artifact.
+The forward passes run in SearchSettings.search_dtype (bf16 by default), the quantisation arithmetic in fp32.
 """
 
 from __future__ import annotations
@@ -323,8 +324,7 @@ def search_clips(block: nn.Module, index: int, scales: Sequence[ScaleResult], ca
         s_in = col_scale.get(name, torch.ones(module.in_features))
         s_out = row_scale.get(name, torch.ones(module.out_features))
         weight = module.weight.float() * s_in / s_out.unsqueeze(-1)
-        rows = real_rows(calls[name], batches)
-        x = (rows.float() / s_in).to(rows.dtype)
+        x = real_rows(calls[name], batches).float() / s_in
         results.append(ClipResult(index, name, search_clip(weight, x, settings)))
     return results
 
