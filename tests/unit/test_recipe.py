@@ -46,7 +46,7 @@ def test_bad_recipes_name_the_key(patch, message):
     ({"artifacts": [{"format": "awq-int4", "options": {"calib_samples": "abc"}}]},
      "artifacts[0]: options for awq-int4: 'calib_samples' must be a positive integer, not 'abc'"),
     ({"artifacts": [{"format": "awq-int4", "options": {"calib_sample": 3}}]},
-     "options for awq-int4: unknown option 'calib_sample' (known: batch_tokens, calib, calib_max_length,"),
+     "options for awq-int4: unknown option 'calib_sample' (known: alpha_stride, batch_tokens, calib,"),
     ({"artifacts": [{"format": "awq-int4", "options": {"progress": False}}]},  # output settings are not options
      "unknown option 'progress'"),
     ({"artifacts": [{"format": "awq-int4", "options": {"w_bit": 3}}]}, "'w_bit' must be one of 4, not 3"),
