@@ -54,6 +54,8 @@ import sys
 import time
 from pathlib import Path
 
+from realshape import run_worker  # stdlib only at import: the genai venv runs this file too
+
 SCRIPT = Path(__file__).resolve()
 ROOT = SCRIPT.parents[1]
 OUT = ROOT / "benchmarks" / "out"
@@ -209,26 +211,11 @@ def genai_rows(docs: int, length: int = 200, timeout: float = 7200) -> dict[str,
             rows[name] = {"error": "not built: run python benchmarks/bench_genai.py --build"}
             continue
         info = json.loads(record.read_text())
-        row = _run_genai_worker([str(WORK / precision), str(docs), str(length)], timeout)
+        row = run_worker(SCRIPT, [str(WORK / precision), str(docs), str(length)], timeout, str(GENAI_PYTHON))
         rows[name] = {**row, "build_seconds": info["build_seconds"], "onnxruntime_genai": info["onnxruntime_genai"],
                       "builder_options": f"-p {precision} -e cpu --extra_options {' '.join(options)}",
                       "bytes": info.get("bytes")}
     return rows
-
-
-def _run_genai_worker(args: list[str], timeout: float) -> dict:
-    """realshape.run_worker, with the genai venv's python instead of this one."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    try:
-        done = subprocess.run([str(GENAI_PYTHON), str(SCRIPT), "--worker", *args], capture_output=True, text=True,
-                              timeout=timeout, env=env, stdin=subprocess.DEVNULL, check=False)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout:.0f} s"}
-    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
-    if done.returncode != 0 or not lines:
-        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        return {"error": f"exit {done.returncode}: {tail[:300]}"}
-    return json.loads(lines[-1])
 
 
 def main() -> None:

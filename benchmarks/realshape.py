@@ -38,11 +38,17 @@ def build_real_shape(out: Path = OUT / "qwen3-reranker-0.6b-random", seed: int =
     return out
 
 
-def run_worker(script: Path, args: list[str], timeout: float = 3600) -> dict:
-    """Run `script --worker ...` in a fresh process (so its peak RSS is its own) and parse its JSON line."""
+def run_worker(script: Path, args: list[str], timeout: float = 3600, python: str = sys.executable) -> dict:
+    """Run `script --worker ...` in a fresh process (so its peak RSS is its own) and parse its JSON line.
+
+    `python` is another venv's interpreter for engines that live in their own (bench_genai.py).
+    """
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    done = subprocess.run([sys.executable, str(script), "--worker", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env, stdin=subprocess.DEVNULL, check=False)
+    try:
+        done = subprocess.run([str(python), str(script), "--worker", *args], capture_output=True, text=True,
+                              timeout=timeout, env=env, stdin=subprocess.DEVNULL, check=False)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f} s"}
     lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
     if done.returncode != 0 or not lines:
         tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
