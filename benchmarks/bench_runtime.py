@@ -98,11 +98,12 @@ def main() -> None:
     parser.add_argument("--skip-prefix", action="store_true")
     parser.add_argument("--memory-shapes", nargs="+", metavar="BxL", type=_shape,
                         default=MEMORY_SHAPES, help="batch x length to measure, e.g. 1x8192")
-    parser.add_argument("--artifact", type=Path, help="an existing baseline-fp32 artifact (skips the export)")
+    parser.add_argument("--artifact", type=Path,
+                        help="an existing artifact (skips the export; prefix reuse needs a baseline one)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.artifact or build_artifact(args.shape, Path(tmp))
-        print(f"## {folder}: baseline-fp32, CPU\n")
+        print(f"## {folder}: {read_manifest(folder).format}, CPU\n")
         if not args.skip_memory:
             print("\n".join(memory_rows(folder, args.memory_shapes)) + "\n")
         if not args.skip_prefix:

@@ -31,7 +31,7 @@ MEASURE_BATCH, MEASURE_LENGTH = 4, 512
 # 1 x 4096, 2,487 KiB at 1 x 8192), and its fused-attention graphs still rise slowly (41.8, 48.9, 53.3 KiB).
 # Two single-sequence lengths show the growth; a short batch guards the constant.
 MEASURE_SHAPES = ((MEASURE_BATCH, MEASURE_LENGTH), (1, 2048), (1, 4096))
-GROWTH = 1.25  # per-token cost ratio between the two longest measured lengths that counts as growth
+GROWTH = 1.25  # per-token cost ratio, longer rows against shorter, that counts as attention's growth
 
 
 def rss_bytes() -> int:
@@ -109,19 +109,20 @@ def activation_model(folder: str | Path) -> tuple[int, float]:
 def fit_activation(per_token: dict[tuple[int, int], float]) -> tuple[int, float]:
     """(constant, slope) of the per-token cost over length, at or above every measured shape.
 
-    When the longest single sequence costs clearly more per token than the next (GROWTH), attention
-    dominates there and the slope assumes the cost grows in proportion to length beyond it: on the 0.6B
-    matmul-attention ONNX graph that estimated 1 x 8192 at 1.16x the measured peak, where the line through
-    the two measured lengths would read 0.84x. A milder rise follows that line (onnxruntime's fused
-    attention: 41.8 and 48.9 KiB per token at 2048 and 4096, 53.3 at 8192, which a flat rule would read
-    8% low). Otherwise the cost is flat at its largest measured value.
+    Attention that keeps length x length scores makes a token cost more in a longer row, so a single
+    sequence costs clearly more per token (GROWTH) than a batch of shorter rows with as many tokens, and
+    the longest single more than the next. Then the slope assumes the cost grows in proportion to length
+    beyond the longest: on the 0.6B matmul-attention ONNX graph that estimated 1 x 8192 at 1.16x the
+    measured peak, where the line through the two measured lengths would read 0.84x. Otherwise a rise
+    follows that line (onnxruntime's fused attention: 41.8 KiB per token at 4 x 512 and at 1 x 2048, 48.9
+    at 1 x 4096 and 53.3 at 1 x 8192, which a flat rule would read 8% low), and a fall stays flat at the
+    largest measured cost.
     """
     singles = sorted((length, cost) for (b, length), cost in per_token.items() if b == 1)
     (short, short_cost), (long, long_cost) = singles[-2], singles[-1]
-    if long_cost > GROWTH * short_cost:
-        slope = long_cost / long
-    else:
-        slope = max(0.0, (long_cost - short_cost) / (long - short))
+    same_tokens = [cost for (b, length), cost in per_token.items() if b > 1 and b * length == short]
+    quadratic = long_cost > GROWTH * short_cost and all(short_cost > GROWTH * c for c in same_tokens)
+    slope = long_cost / long if quadratic else max(0.0, (long_cost - short_cost) / (long - short))
     constant = max(cost - slope * length for (_, length), cost in per_token.items())
     return max(1, math.ceil(constant)), slope
 

@@ -46,6 +46,15 @@ def test_a_mild_rise_follows_the_line_through_the_two_lengths():
     assert 1.0 < memory.bytes_per_token(8192) / (53.3 * KiB) < 1.4
 
 
+def test_a_rise_without_growth_at_equal_tokens_is_not_attention():
+    # onnx-int4 (MatMulNBits, GroupQueryAttention), 0.6B shape: 1.27x from 2048 to 4096, but a 2048-token row
+    # costs what four 512-token rows do. Measured at 1 x 8192: 57.2 KiB per token.
+    measured = {(4, 512): 40.3 * KiB, (1, 2048): 40.3 * KiB, (1, 4096): 51.0 * KiB}
+    constant, slope = fit_activation(measured)
+    assert slope == pytest.approx(10.7 * KiB / 2048)
+    assert 1.0 < (constant + slope * 8192) / (57.2 * KiB) < 1.5  # proportional growth read 2.4x
+
+
 def test_a_cost_that_falls_at_the_longest_length_is_flat_at_its_largest():
     constant, slope = fit_activation({(4, 512): 100.0, (1, 2048): 110.0, (1, 4096): 100.0})
     assert slope == 0 and constant == 110
