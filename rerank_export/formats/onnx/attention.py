@@ -8,12 +8,17 @@ are, and is causal by definition, so right-padded rows need no mask at all. It a
 shared prefix's keys/values), which the backend's prefix reuse feeds.
 
 While a graph is traced, the decoder's attention is this module's: transformers calls `gqa_attention`
-per layer and builds no mask (`padding_mask` hands the 2-D padding mask through).
+per layer and builds no mask (`padding_mask` hands the 2-D padding mask through). The rotary embedding
+moves into the fused node too (`do_rotary`): transformers' own is made a no-op for the trace, and the node
+rotates queries and keys at their positions (a continued past's length onwards) from cos/sin tables the
+graph computes for the rows' total length, as transformers computes them. That removes a dozen
+element-wise nodes per layer (split, negate, concatenate, multiply, add, for queries and keys).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,11 +40,23 @@ class PrefixKV:
     present: list[tuple[Any, Any]] = field(default_factory=list)
 
 
+def rotary_tables(rotary: Any, total: Any) -> tuple[Any, Any]:
+    """(total, D/2) cos and sin of positions 0..total-1, as transformers' rotary embedding computes them
+    (its tables repeat these two halves; GroupQueryAttention reads the halves)."""
+    import torch
+
+    positions = torch.arange(total, dtype=torch.int64)
+    freqs = positions[:, None].float() * rotary.inv_freq.float()[None, :]
+    return freqs.cos() * rotary.attention_scaling, freqs.sin() * rotary.attention_scaling
+
+
 def gqa_attention(module: Any, query: Any, key: Any, value: Any, attention_mask: Any, scaling: float,
-                  dropout: float = 0.0, prefix_kv: PrefixKV | None = None, **_: Any) -> tuple[Any, None]:
+                  dropout: float = 0.0, prefix_kv: PrefixKV | None = None, rotary: Any = None,
+                  **_: Any) -> tuple[Any, None]:
     """transformers' attention interface: (B, H, L, D) query, (B, KV, L, D) key/value -> (B, L, H, D).
 
-    With `prefix_kv`, the layer also attends to the prefix's keys/values and returns the requested
+    With `rotary` (the decoder's rotary embedding), query and key arrive unrotated and the node rotates
+    them. With `prefix_kv`, the layer also attends to the prefix's keys/values and returns the requested
     positions of its own (prefix + this pass).
     """
     import torch
@@ -59,11 +76,14 @@ def gqa_attention(module: Any, query: Any, key: Any, value: Any, attention_mask:
     seqlens_k = torch.full((batch,), total - 1, dtype=torch.int32)
     total_tensor = torch.full((), total, dtype=torch.int32)
     present = (batch, kv_heads, total, dim)
+    inputs: tuple[Any, ...] = (q, k, v, past_k, past_v, seqlens_k, total_tensor)
+    attrs = {"num_heads": heads, "kv_num_heads": kv_heads, "scale": float(scaling)}
+    if rotary is not None:
+        inputs += tuple(t.to(q.dtype) for t in rotary_tables(rotary, total))
+        attrs |= {"do_rotary": 1, "rotary_interleaved": 0}
     # onnxruntime takes its blockwise (flash) CPU path only when the present outputs exist.
     out, present_k, present_v = torch.onnx.ops.symbolic_multi_out(
-        OP, (q, k, v, past_k, past_v, seqlens_k, total_tensor),
-        {"num_heads": heads, "kv_num_heads": kv_heads, "scale": float(scaling)},
-        dtypes=(q.dtype,) * 3, shapes=(q.shape, present, present), version=1,
+        OP, inputs, attrs, dtypes=(q.dtype,) * 3, shapes=(q.shape, present, present), version=1,
     )
     if prefix_kv is None:
         read = (present_k[:1, :1, :1, :1], present_v[:1, :1, :1, :1])
@@ -88,18 +108,26 @@ def padding_mask(batch_size: int, q_length: int, kv_length: int, attention_mask:
     return attention_mask
 
 
+def _unrotated(q: Any, k: Any, cos: Any, sin: Any, unsqueeze_dim: int = 1) -> tuple[Any, Any]:
+    return q, k
+
+
 @contextlib.contextmanager
 def fused_attention(decoder: Any) -> Iterator[None]:
-    """Trace `decoder` with GroupQueryAttention; its own attention implementation comes back after."""
+    """Trace `decoder` with GroupQueryAttention (rotary embedding included); its own attention
+    implementation and rotary embedding come back after."""
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface
+    from transformers.models.qwen3 import modeling_qwen3
 
-    AttentionInterface.register(ATTENTION, gqa_attention)
+    AttentionInterface.register(ATTENTION, functools.partial(gqa_attention, rotary=decoder.rotary_emb))
     AttentionMaskInterface.register(ATTENTION, padding_mask)
     config = decoder.config
-    before = config._attn_implementation
+    before, rope = config._attn_implementation, modeling_qwen3.apply_rotary_pos_emb
     config._attn_implementation = ATTENTION
+    modeling_qwen3.apply_rotary_pos_emb = _unrotated
     try:
         yield
     finally:
         config._attn_implementation = before
+        modeling_qwen3.apply_rotary_pos_emb = rope
