@@ -97,7 +97,7 @@ def session_options(threads: int | None = None, optimization: str = "all") -> An
     # onnxruntime's buffer reuse plan hands a freed buffer only to a later tensor of the same shape and
     # keeps it until that tenant is gone, so a layer's many shapes each hold their own buffers: 156 KiB
     # per token on the 0.6B shape at 8,192 tokens. Without it every tensor goes back to the arena after its
-    # last reader: 59 KiB per token (PyTorch fp32: 56), at the same speed (benchmarks/RESULTS.md).
+    # last reader: 53-66 KiB per token (PyTorch fp32: 56), at the same speed (benchmarks/RESULTS.md).
     opts.enable_mem_reuse = False
     return opts
 
