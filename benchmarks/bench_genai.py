@@ -54,6 +54,7 @@ import sys
 import time
 from pathlib import Path
 
+from _procstat import reset_peak_rss, status_bytes
 from realshape import run_worker  # stdlib only at import: the genai venv runs this file too
 
 SCRIPT = Path(__file__).resolve()
@@ -133,22 +134,6 @@ def genai_version() -> str | None:
 
 # ---------------------------------------------------------------- worker (genai venv, its own process)
 
-def _rss_kib(key: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    return 0
-
-
-def _reset_peak_rss() -> None:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
-
-
 def _genai_scorer(folder: str):
     """og.Model + og.Tokenizer; one og.Generator per pair, the last position's logits -> p(yes)."""
     import numpy as np
@@ -183,12 +168,12 @@ def worker(folder: str, docs: int, length: int) -> dict:
     score = _genai_scorer(folder)
     texts = documents(docs, length)
     score(QUERY, texts[:1])  # warm-up outside the measurement
-    _reset_peak_rss()
-    loaded = _rss_kib("VmRSS") * 1024
+    reset_peak_rss()
+    loaded = status_bytes("VmRSS")
     start, cpu = time.perf_counter(), time.process_time()
     scores = score(QUERY, texts)
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
-    peak = _rss_kib("VmHWM") * 1024
+    peak = status_bytes("VmHWM")
     return {"pairs_per_s": docs / seconds, "seconds": seconds, "loaded_mib": loaded / 2**20,
             "peak_above_loaded_mib": (peak - loaded) / 2**20, "docs": len(scores), "prefix_reuse": False,
             "scores": scores[:SCORES_KEPT], "cpu_seconds": cpu,  # ~THREADS x seconds unless the CPU was shared

@@ -48,6 +48,8 @@ import sys
 import time
 from pathlib import Path
 
+from _procstat import status_bytes
+
 SCRIPT = Path(__file__).resolve()
 ROOT = SCRIPT.parents[1]
 OUT = ROOT / "benchmarks" / "out"
@@ -122,14 +124,6 @@ def _ours(path: Path) -> dict:
 
 # ---------------------------------------------------------------- worker (llm-compressor venv, its own process)
 
-def _status_kib(key: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    return 0
-
-
 def _cpu_model() -> str | None:
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
@@ -184,7 +178,7 @@ def worker(calib_json: str, out_dir: str, threads: int) -> dict:
     with clock("load"):
         model = AutoModelForCausalLM.from_pretrained(str(MODEL), dtype="auto")
         tokenizer = AutoTokenizer.from_pretrained(str(MODEL))
-    loaded_rss = _status_kib("VmRSS") * 1024
+    loaded_rss = status_bytes("VmRSS")
     dataset = datasets.Dataset.from_dict({"input_ids": ids, "attention_mask": [[1] * len(s) for s in ids]})
     recipe = [
         AWQModifier(),

@@ -16,6 +16,11 @@ TORCH = {(4, 512): 74.8 * KiB, (1, 2048): 105.3 * KiB, (1, 4096): 70.8 * KiB}
 ONNX = {(4, 512): 336.8 * KiB, (1, 2048): 927.3 * KiB, (1, 4096): 1312.6 * KiB}
 
 
+def _activations(constant: int, slope: float) -> MemoryModel:
+    return MemoryModel(weight_bytes=0, overhead_bytes=0, activation_bytes_per_token=constant,
+                       activation_bytes_per_token_per_position=slope)
+
+
 def test_flat_cost_keeps_the_largest_per_token_peak():
     constant, slope = fit_activation(TORCH)
     assert slope == 0 and constant == pytest.approx(105.3 * KiB, abs=1)
@@ -24,8 +29,7 @@ def test_flat_cost_keeps_the_largest_per_token_peak():
 def test_growing_cost_is_extrapolated_in_proportion_and_covers_every_shape():
     constant, slope = fit_activation(ONNX)
     assert slope == pytest.approx(1312.6 * KiB / 4096)
-    memory = MemoryModel(weight_bytes=0, overhead_bytes=0, activation_bytes_per_token=constant,
-                         activation_bytes_per_token_per_position=slope)
+    memory = _activations(constant, slope)
     for (batch, length), cost in ONNX.items():
         assert memory.bytes_per_token(length) >= cost - 1
     assert memory.bytes_per_token(2048) == pytest.approx(927.3 * KiB, abs=1)  # the shape that sets it
@@ -38,8 +42,7 @@ def test_a_mild_rise_follows_the_line_through_the_two_lengths():
     measured = {(4, 512): 41.8 * KiB, (1, 2048): 41.8 * KiB, (1, 4096): 48.9 * KiB}
     constant, slope = fit_activation(measured)
     assert slope == pytest.approx(7.1 * KiB / 2048)
-    memory = MemoryModel(weight_bytes=0, overhead_bytes=0, activation_bytes_per_token=constant,
-                         activation_bytes_per_token_per_position=slope)
+    memory = _activations(constant, slope)
     for (batch, length), cost in measured.items():
         assert memory.bytes_per_token(length) >= cost - 1
     # Measured at 1 x 8192: 53.3 KiB per token; the flat rule (the largest measured, 48.9) reads it 8% low.
@@ -52,7 +55,7 @@ def test_a_rise_without_growth_at_equal_tokens_is_not_attention():
     measured = {(4, 512): 40.3 * KiB, (1, 2048): 40.3 * KiB, (1, 4096): 51.0 * KiB}
     constant, slope = fit_activation(measured)
     assert slope == pytest.approx(10.7 * KiB / 2048)
-    assert 1.0 < (constant + slope * 8192) / (57.2 * KiB) < 1.5  # proportional growth read 2.4x
+    assert 1.0 < _activations(constant, slope).bytes_per_token(8192) / (57.2 * KiB) < 1.5  # proportional: 2.4x
 
 
 def test_a_cost_that_falls_at_the_longest_length_is_flat_at_its_largest():
