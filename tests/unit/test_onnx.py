@@ -50,7 +50,8 @@ def _batch(source: SourceModel, side: str) -> tuple[np.ndarray, np.ndarray]:
 def test_graph_needs_two_int64_inputs_and_gives_one_logit_per_row(onnx_root, source):
     """Two required inputs; the prefix inputs all have (empty) defaults; the first output is the logit
     (no vocabulary logits), the rest each layer's keys/values, empty unless asked for; attention is one
-    GroupQueryAttention per layer, on rows the graph's metadata says are right-padded."""
+    GroupQueryAttention per layer, on rows the graph's metadata says are right-padded; every RMSNorm (two
+    per layer, the q/k norms, the final one) is one SimplifiedLayerNormalization node."""
     import onnx
 
     layers = source.lm.config.num_hidden_layers
@@ -70,6 +71,8 @@ def test_graph_needs_two_int64_inputs_and_gives_one_logit_per_row(onnx_root, sou
         assert len(out.type.tensor_type.shape.dim) == 1
         assert [p.name for p in presents] == [n.replace("past.", "present.") for n in past]
         assert sum(n.op_type == "GroupQueryAttention" for n in model.graph.node) == layers
+        assert sum(n.op_type == "SimplifiedLayerNormalization" for n in model.graph.node) == 4 * layers + 1
+        assert not any(n.op_type in ("Pow", "ReduceMean", "Sqrt") for n in model.graph.node)
         assert {p.key: p.value for p in model.metadata_props}[ox.PADDING_KEY] == "right"
         assert (onnx_root / name / ox.DATA_FILE).is_file()
         details = read_manifest(onnx_root / name).details
@@ -180,8 +183,16 @@ def test_int8_weights_are_7_bit_so_no_cpu_saturates(onnx_root):
 
 
 def test_fp16_keeps_io_types_and_halves_the_weights(onnx_root):
+    import onnx
+
     details = read_manifest(onnx_root / "onnx-fp16").details["fp16"]
     assert details["keep_io_types"] and details["fp32_norms"] and details["fp32_nodes"] > 0
+    # the fused norms run in fp32 (the overflow guard): input and weight each arrive through a Cast to fp32
+    model = onnx.load(str(onnx_root / "onnx-fp16" / ox.MODEL_FILE), load_external_data=False)
+    producer = {out: n for n in model.graph.node for out in n.output}
+    norms = [n for n in model.graph.node if n.op_type == "SimplifiedLayerNormalization"]
+    casts = [producer[name] for n in norms for name in n.input[:2]]
+    assert norms and all(c.op_type == "Cast" and c.attribute[0].i == onnx.TensorProto.FLOAT for c in casts)
     fp32 = (onnx_root / "onnx-fp32" / ox.DATA_FILE).stat().st_size
     fp16 = (onnx_root / "onnx-fp16" / ox.DATA_FILE).stat().st_size
     assert 0.45 < fp16 / fp32 < 0.55

@@ -13,12 +13,14 @@ from typing import Any
 import numpy as np
 
 from .graph import DATA_FILE, head_nodes, require, save_external
+from .norms import FUSED_NORM_OPS
 
 log = logging.getLogger(__name__)
 
 # Kept in fp32 in the fp16 artifact. RMSNorm squares the residual stream and averages the squares: in
 # fp16 that overflows once the RMS passes 256, which bf16-trained Qwen3 activations can reach, so each
-# norm's chain from Pow to the normalising Mul runs in fp32 (its input and its O(1) output stay fp16).
+# norm (a fused node in gqa graphs, the chain from Pow to the normalising Mul in matmul graphs) runs in
+# fp32; its input and its O(1) output stay fp16.
 # Softmax sums exponentials; the score head turns a small difference of large dot products into p(yes).
 FP16_FP32_OPS = ("Softmax",)
 RMSNORM_CHAIN = ("Pow", "ReduceMean", "Add", "Sqrt", "Reciprocal", "Div", "Mul")
@@ -27,13 +29,16 @@ Converter = Callable[[Path, Path, Any], dict[str, Any]]
 
 
 def rmsnorm_nodes(model: Any) -> list[str]:
-    """Names of every RMSNorm node from Pow(x, 2) up to the Mul that normalises x, in graph order."""
+    """Names of every RMSNorm node, in graph order: a fused norm node (norms.py), or a chain from Pow(x, 2)
+    up to the Mul that normalises x."""
     consumers: dict[str, list[Any]] = {}
     for node in model.graph.node:
         for name in node.input:
             consumers.setdefault(name, []).append(node)
     found: list[str] = []
     for node in model.graph.node:
+        if node.op_type in FUSED_NORM_OPS:
+            found.append(node.name)
         if node.op_type != "Pow":
             continue
         chain = [node]

@@ -32,6 +32,7 @@ from .graph import (
     present_name,
     require,
 )
+from .norms import fused_norms
 from .options import OnnxInt4Options, OnnxOptions
 
 log = logging.getLogger(__name__)
@@ -110,7 +111,10 @@ def export_fp32_graph(source: Any, path: Path, opset: int = DEFAULT_OPSET, decod
         shapes |= {"kv_positions": {0: torch.export.Dim("kv_positions")},
                    "past": tuple({2: torch.export.Dim("past")} for _ in past)}
     log.info("exporting the fp32 ONNX graph (opset %d, %s attention) to %s", opset, attention, path)
-    fused = fused_attention(model.decoder) if prefix else contextlib.nullcontext()
+    fused = contextlib.ExitStack()
+    if prefix:  # gqa graphs: onnxruntime's fused attention and norms (norms.py says why only these)
+        fused.enter_context(fused_attention(model.decoder))
+        fused.enter_context(fused_norms())
     with torch.inference_mode(False), torch.no_grad(), fused:
         program = torch.onnx.export(model, args, dynamo=True, opset_version=opset, input_names=names,
                                     output_names=outputs, dynamic_shapes=shapes, optimize=True, verbose=False)
