@@ -66,11 +66,16 @@ def fake_quantize(weight: torch.Tensor, group_size: int) -> torch.Tensor:
     check_shape(weight, group_size)
     out_f, in_f = weight.shape
     w = weight.detach().float().reshape(out_f, in_f // group_size, group_size)
-    w_min, w_max = torch.aminmax(w, dim=-1)
+    return fake_quantize_groups(w, *torch.aminmax(w, dim=-1)).reshape(out_f, in_f).to(weight.dtype)
+
+
+def fake_quantize_groups(w: torch.Tensor, w_min: torch.Tensor, w_max: torch.Tensor) -> torch.Tensor:
+    """fake_quantize on fp32 [out, groups, group_size] whose per-group min and max ([out, groups]) are
+    known (the clip search derives them per candidate without a pass over the weight)."""
     s = ((w_max - w_min).clamp(min=MIN_RANGE) / MAX_Q).half().float().unsqueeze(-1)
     zeros = torch.clamp(-torch.round(w_min.unsqueeze(-1) / s), 0, MAX_Q)
     q = torch.div(w, s).round_().add_(zeros).clamp_(0, MAX_Q)
-    return q.sub_(zeros).mul_(s).reshape(out_f, in_f).to(weight.dtype)
+    return q.sub_(zeros).mul_(s)
 
 
 def pack_columns(values: torch.Tensor) -> torch.Tensor:

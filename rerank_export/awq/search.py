@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .pack import fake_quantize
+from .pack import fake_quantize, fake_quantize_groups
 from .settings import SearchSettings
 
 log = logging.getLogger(__name__)
@@ -294,12 +294,15 @@ def search_clip(weight: torch.Tensor, x: torch.Tensor, settings: SearchSettings)
     xg = x[::step].float().reshape(-1, groups, gs).permute(1, 2, 0)  # [groups, gs, tokens]
     moment = torch.bmm(xg, xg.transpose(1, 2)) / xg.shape[-1]  # [groups, gs, gs]
     w = weight.float().reshape(out_f, groups, gs)
-    org_max = w.abs().amax(dim=-1)  # [out, groups]
+    w_min, w_max = torch.aminmax(w, dim=-1)  # [out, groups]
+    org_max = torch.maximum(-w_min, w_max)
     best_max, best_err = org_max.clone(), torch.full_like(org_max, float("inf"))
     for i in range(int(settings.max_shrink * settings.n_grid)):
         max_val = org_max * (1 - i / settings.n_grid)
         bound = max_val.unsqueeze(-1)
-        clipped = fake_quantize(torch.clamp(w, -bound, bound).reshape(out_f, in_f), gs).reshape(w.shape)
+        # clamping is monotonic, so the clipped groups' min and max are the clamped min and max
+        clipped = fake_quantize_groups(torch.clamp(w, -bound, bound), torch.clamp(w_min, -max_val, max_val),
+                                       torch.clamp(w_max, -max_val, max_val))
         d = (clipped - w).transpose(0, 1)  # [groups, out, gs]
         err = (torch.bmm(d, moment) * d).sum(dim=-1).t()  # [out, groups]
         better = err < best_err
