@@ -3,9 +3,10 @@
 The dynamo exporter spells each Qwen3RMSNorm out as Pow -> ReduceMean -> Add -> Sqrt -> Reciprocal -> Mul
 -> Mul, and onnxruntime 1.32's SimplifiedLayerNormFusion does not recognise that chain (opset 18+
 ReduceMean, Reciprocal instead of Div), so 113 norms per pass on the 0.6B shape (two per layer, the q/k
-norms, the final one) each ran as seven kernels over the whole tensor. One SimplifiedLayerNormalization
-node per norm computes the same thing (x * rsqrt(mean(x^2) + eps) * weight over the last axis, in fp32)
-in one pass, and onnxruntime then folds each residual Add before it into SkipSimplifiedLayerNormalization.
+norms, the final one) each ran as seven kernels. One SimplifiedLayerNormalization node per norm computes
+the same thing (x * rsqrt(mean(x^2) + eps) * weight over the last axis, statistics in fp32) in one kernel:
+onnx-int8 about 8% faster on the 0.6B shape. (onnxruntime does not go on to fold the residual Adds into
+SkipSimplifiedLayerNormalization at session level; that would be a graph rewrite of our own.)
 
 Only gqa graphs trace through this: they already need onnxruntime's contrib ops, while matmul graphs stay
 plain ONNX that any runtime (and onnx's reference evaluator) runs.
@@ -18,7 +19,7 @@ from collections.abc import Iterator
 from typing import Any
 
 OP = "SimplifiedLayerNormalization"  # onnxruntime registers it in the default ONNX domain
-FUSED_NORM_OPS = (OP, "SkipSimplifiedLayerNormalization")
+FUSED_NORM_OPS = (OP,)
 
 
 def _fused_norm(self: Any, hidden: Any) -> Any:
