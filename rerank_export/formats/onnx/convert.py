@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from .graph import DATA_FILE, head_nodes, require, save_external
-from .norms import FUSED_NORM_OPS
+from .norms import OP as FUSED_NORM
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ def rmsnorm_nodes(model: Any) -> list[str]:
             consumers.setdefault(name, []).append(node)
     found: list[str] = []
     for node in model.graph.node:
-        if node.op_type in FUSED_NORM_OPS:
+        if node.op_type == FUSED_NORM:
             found.append(node.name)
         if node.op_type != "Pow":
             continue

@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from typing import Any
 
 OP = "SimplifiedLayerNormalization"  # onnxruntime registers it in the default ONNX domain
-FUSED_NORM_OPS = (OP,)
 
 
 def _fused_norm(self: Any, hidden: Any) -> Any:
