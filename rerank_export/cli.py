@@ -9,7 +9,9 @@ import argparse
 import contextlib
 import logging
 import os
+import signal
 import sys
+import threading
 import warnings
 from collections.abc import Iterator, Sequence
 
@@ -91,6 +93,28 @@ def _quiet_libraries(verbose: bool) -> Iterator[None]:
         yield
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a supervisor, `timeout`, `docker stop`) raised where the work is, as Ctrl-C is: the `finally`
+    blocks run, so temp folders are removed and child processes killed (subprocess.run kills its child on
+    any exception) instead of being left behind by the default handler's immediate exit."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # Everything after the first `--` passes through to an engine (`serve --engine vllm -- --flag`);
@@ -108,13 +132,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.quiet = getattr(args, "quiet", False)
     _configure_logging(args.verbose, args.quiet)
     try:
-        with _quiet_libraries(args.verbose):
+        with _sigterm_raises(), _quiet_libraries(args.verbose):
             return int(args.run(args) or 0)
     except RerankExportError as exc:
         if args.verbose:
             log.exception("failed")
         print(f"rerank-export: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except Terminated:
+        print("rerank-export: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print("rerank-export: interrupted", file=sys.stderr)
         return 130

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -80,11 +81,16 @@ def test_folder_that_is_not_a_qwen3_reranker(tmp_path, capsys):
     _one_line_error(capsys, code, 1, "not a Qwen3 reranker")
 
 
-def test_hub_id_offline_says_how_to_pass_a_folder(tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    code = main(["baseline", "--model", "Qwen/Qwen3-Reranker-0.6B", "--out", str(tmp_path / "a")])
-    _one_line_error(capsys, code, 1, "pass a local folder with --model")
+def test_hub_id_offline_says_how_to_pass_a_folder(tmp_path):
+    # A fresh process: huggingface_hub reads HF_HUB_OFFLINE when it is imported, so setting it in this one
+    # after an earlier test imported the hub would not take (the export would retry the network instead).
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    done = subprocess.run([sys.executable, "-m", "rerank_export", "baseline", "--model", "Qwen/Qwen3-Reranker-0.6B",
+                           "--out", str(tmp_path / "a")], capture_output=True, text=True, timeout=300,
+                          stdin=subprocess.DEVNULL, env=env, check=False)
+    err = done.stderr.strip()
+    assert done.returncode == 1 and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert "pass a local folder with --model" in err and not (tmp_path / "a").exists()
 
 
 def test_parity_rejects_bad_eval_files(tiny_model, baseline_artifacts, tmp_path, capsys):

@@ -3,10 +3,12 @@ manifests and corrupted files handled, and what interrupted exports leave cleane
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -140,6 +142,45 @@ def test_a_killed_export_leaves_nothing_the_next_export_keeps(tiny_model, tmp_pa
     assert sorted(p.name for p in out.iterdir()) == [".baseline-bf16.partial-notours", "baseline-bf16"]
     assert not (out / "baseline-bf16" / PARTIAL_MARKER).exists()
     assert PARTIAL_MARKER not in read_manifest(out / "baseline-bf16").files
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                kids.append(int(stat.parent.name))
+    return kids
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def test_sigterm_mid_export_kills_the_measuring_child_and_leaves_nothing(tiny_model, tmp_path):
+    out = tmp_path / "artifacts"
+    proc = subprocess.Popen([sys.executable, "-m", "rerank_export", "baseline", "--model", str(tiny_model),
+                             "--out", str(out), "--dtype", "bf16"], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        child, deadline = None, time.time() + 120
+        while child is None and proc.poll() is None and time.time() < deadline:
+            child = next((c for c in _children(proc.pid) if b"rerank_export.memory" in _cmdline(c)), None)
+            time.sleep(0.02)
+        assert child, "the export never started measuring its memory"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert err.strip().splitlines()[-1] == "rerank-export: terminated" and "Traceback" not in err, err[-2000:]
+    assert b"rerank_export.memory" not in _cmdline(child)  # killed and reaped, not left running
+    assert not out.exists()  # the partial folder removed, and the root this export made
 
 
 def test_onnx_scratch_leftovers_are_cleaned_when_the_next_export_starts(tmp_path, capsys):
