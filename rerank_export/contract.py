@@ -90,6 +90,11 @@ def format_body(query: str, document: str, instruction: str | None = None) -> st
     )
 
 
+def prompt_text(query: str, document: str, instruction: str | None = None) -> str:
+    """The whole prompt of one pair as text, as a user outside rerank-export renders it from the card."""
+    return PREFIX + format_body(query, document, instruction) + SUFFIX
+
+
 class Contract:
     """Tokenizer-bound prompt builder. Cheap to call; the prefix/suffix ids are computed once."""
 

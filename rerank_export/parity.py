@@ -19,7 +19,7 @@ import numpy as np
 from scipy import stats
 
 from .card import write_card
-from .contract import pad_left
+from .contract import pad_left, prompt_text
 from .errors import ArtifactError, RerankExportError, UsageError
 from .evalsets import EvalSet
 from .formats import get_format
@@ -277,10 +277,14 @@ def _check_one(folder: Path, manifest: Manifest, source: SourceModel, evalset: E
             batch_dp = batch_invariance(backend, source, evalset, scores)
         else:
             scores, batch_dp = engine.scores(folder, manifest, source.contract, evalset), None
+        plain = plain_check(folder, manifest, evalset, reference, limits) \
+            if engine is None and spec.family == "onnx" else None
     except RerankExportError as exc:
         report = ParityReport(spec.name, False, {}, [f"cannot score: {exc}"], dict(limits.__dict__))
     else:
         report = compare(reference, scores, evalset, limits, spec.name, batch_dp)
+        if plain is not None:
+            _merge_plain(report, plain)
     report.metrics["eval_sets"] = evalset.name
     report.ran_on = {"device": "cpu", "engine": engine_facts(spec.backend), "cpu": cpu_facts()}
     if engine is not None:
@@ -292,6 +296,43 @@ def _check_one(folder: Path, manifest: Manifest, source: SourceModel, evalset: E
     manifest.write(folder)
     write_card(folder, manifest)
     return report
+
+
+PLAIN_PATH = "plain onnxruntime"  # how the card's own snippet runs an ONNX artifact (formats/onnx/plain.py)
+
+
+def plain_check(folder: Path, manifest: Manifest, evalset: EvalSet, reference: Sequence[float],
+                limits: Thresholds) -> ParityReport:
+    """The artifact scored as its card says: a default onnxruntime session, the folder's tokenizer on the
+    rendered prompts, each pair alone (its scores meet every limit against the reference) and in mixed
+    batches padded left and right by the tokenizer (batch_max_dp: the largest move from alone)."""
+    from .formats.onnx.plain import SIDES, PlainScorer  # onnxruntime: the cpu extra
+
+    try:
+        scorer = PlainScorer(folder)
+    except Exception as exc:  # tokenizer or onnxruntime refusing the folder as a user's would
+        raise ArtifactError(f"{PLAIN_PATH} cannot load {folder}: {exc}") from exc
+    seqs = [scorer.encode(prompt_text(g.query, d, g.instruction), manifest.max_length)
+            for g in evalset.groups for d in g.documents]
+    alone = sigmoid(np.concatenate([scorer.logits([s], SIDES[0]) for s in seqs]))
+    moved = 0.0
+    for side in SIDES:
+        batched = np.empty(len(seqs))
+        for batch in mixed_batches([len(s) for s in seqs]):
+            batched[batch] = sigmoid(scorer.logits([seqs[i] for i in batch], side))
+        moved = max(moved, float(np.max(np.abs(batched - alone))))
+    return compare(reference, alone, evalset, limits, PLAIN_PATH, moved)
+
+
+def _merge_plain(report: ParityReport, plain: ParityReport) -> None:
+    """The card path's metrics beside the runtime's, its breaches named by path; batch_max_dp is the larger
+    of the two, since a user may score either way."""
+    keys = ("max_abs_dp", "mean_abs_dp", "spearman_mean", "top1_mean", "batch_max_dp")
+    report.metrics["plain"] = {"path": f"{PLAIN_PATH}, the folder's tokenizer, padded left and right",
+                               **{k: plain.metrics[k] for k in keys if k in plain.metrics}}
+    report.metrics["batch_max_dp"] = max(report.metrics.get("batch_max_dp", 0.0), plain.metrics["batch_max_dp"])
+    report.breaches += [f"{PLAIN_PATH}: {breach}" for breach in plain.breaches]
+    report.passed = not report.breaches
 
 
 def _record_engine_check(folder: Path, manifest: Any, report: ParityReport, engine: Any) -> ParityReport:
@@ -358,8 +399,17 @@ def render_markdown(reports: Sequence[ParityReport]) -> str:
     lines = ["# Parity against the reference", "", head, rule, *rows, ""]
     for r in reports:
         lines += [f"- {r.name}: breached {b}" for b in r.breaches]
+    lines += _plain_lines(reports)
     lines += _ran_on_lines(reports)
     return "\n".join(lines) + "\n"
+
+
+def _plain_lines(reports: Sequence[ParityReport]) -> list[str]:
+    """One line per ONNX artifact: its scores as the card runs it (batch_max_dp above includes them)."""
+    lines = [f"- {r.name} as its card runs it ({p['path']}): "
+             + ", ".join(f"{k} {_fmt(p[k])}" for k in p if k != "path")
+             for r in reports if (p := r.metrics.get("plain"))]
+    return ["", *lines] if lines else []
 
 
 def _ran_on_lines(reports: Sequence[ParityReport]) -> list[str]:

@@ -50,8 +50,9 @@ def _batch(source: SourceModel, side: str) -> tuple[np.ndarray, np.ndarray]:
 def test_graph_needs_two_int64_inputs_and_gives_one_logit_per_row(onnx_root, source):
     """Two required inputs; the prefix inputs all have (empty) defaults; the first output is the logit
     (no vocabulary logits), the rest each layer's keys/values, empty unless asked for; attention is one
-    GroupQueryAttention per layer, on rows the graph's metadata says are right-padded; every RMSNorm (two
-    per layer, the q/k norms, the final one) is one SimplifiedLayerNormalization node."""
+    GroupQueryAttention per layer, on rows of any padding (the graph's metadata says so); every RMSNorm (two
+    per layer, the q/k norms, the final one) is one SimplifiedLayerNormalization node; dynamic int8 runs
+    each row alone inside a Loop."""
     import onnx
 
     layers = source.lm.config.num_hidden_layers
@@ -70,14 +71,16 @@ def test_graph_needs_two_int64_inputs_and_gives_one_logit_per_row(onnx_root, sou
         assert out.name == "logit" and out.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
         assert len(out.type.tensor_type.shape.dim) == 1
         assert [p.name for p in presents] == [n.replace("past.", "present.") for n in past]
-        assert sum(n.op_type == "GroupQueryAttention" for n in model.graph.node) == layers
-        assert sum(n.op_type == "SimplifiedLayerNormalization" for n in model.graph.node) == 4 * layers + 1
-        assert not any(n.op_type in ("Pow", "ReduceMean", "Sqrt") for n in model.graph.node)
-        assert {p.key: p.value for p in model.metadata_props}[ox.PADDING_KEY] == "right"
+        nodes = ox.all_nodes(model.graph)
+        assert sum(n.op_type == "GroupQueryAttention" for n in nodes) == layers
+        assert sum(n.op_type == "SimplifiedLayerNormalization" for n in nodes) == 4 * layers + 1
+        assert not any(n.op_type in ("Pow", "ReduceMean", "Sqrt") for n in nodes)
+        assert ox.runs_rows_alone(model) == (name == "onnx-int8")
+        assert {p.key: p.value for p in model.metadata_props}[ox.PADDING_KEY] == "any"
         assert (onnx_root / name / ox.DATA_FILE).is_file()
         details = read_manifest(onnx_root / name).details
         assert details["opset"] == ox.DEFAULT_OPSET and details["attention"] == "gqa"
-        assert details["padding"] == "right"
+        assert details["padding"] == "any"
 
 
 @pytest.mark.parametrize("name", ONNX_NAMES)
@@ -120,6 +123,40 @@ def test_a_pair_scores_the_same_alone_and_beside_any_batch_mates(onnx_root, sour
     assert np.array_equal(score(seqs[::-1])[::-1], together)
 
 
+def _plain_batch(seqs: list[list[int]], pad_id: int, side: str) -> tuple[np.ndarray, np.ndarray]:
+    """A padded batch as a user's tokenizer makes it: pads on `side`, attention_mask 0 there."""
+    width = max(len(s) for s in seqs)
+    ids = np.full((len(seqs), width), pad_id, dtype=np.int64)
+    mask = np.zeros_like(ids)
+    for row, seq in enumerate(seqs):
+        cols = slice(width - len(seq), width) if side == "left" else slice(0, len(seq))
+        ids[row, cols], mask[row, cols] = seq, 1
+    return ids, mask
+
+
+@pytest.mark.parametrize("name", ONNX_NAMES)
+def test_a_plain_session_scores_a_row_alike_in_any_batch_and_padding(onnx_root, source, name):
+    """What a user of the card runs: a plain InferenceSession (default options), mixed-length batches padded
+    left or right. Each row's logit equals its logit alone within the format's alone-vs-batch limit."""
+    import onnxruntime as ort
+
+    groups = builtin_eval_set(long_document=False).groups
+    seqs = [source.contract.encode(g.query, d).input_ids for g in groups for d in g.documents]
+    session = ort.InferenceSession(str(onnx_root / name / ox.MODEL_FILE))
+    limit = FORMATS[name].thresholds.max_batch_dp
+
+    def logits(rows: list[list[int]], side: str) -> np.ndarray:
+        ids, mask = _plain_batch(rows, source.contract.pad_id, side)
+        return session.run(["logit"], {"input_ids": ids, "attention_mask": mask})[0]
+
+    alone = np.concatenate([logits([s], "left") for s in seqs])
+    for side in ("left", "right"):
+        for rows in (list(range(len(seqs))), list(range(len(seqs)))[::-3]):
+            together = logits([seqs[i] for i in rows], side)
+            dp = np.abs(1 / (1 + np.exp(-together)) - 1 / (1 + np.exp(-alone[rows])))
+            assert dp.max() <= limit, (side, float(dp.max()))
+
+
 def test_kv_positions_return_the_prefix_keys_and_values(onnx_root, source):
     """The prefix pass: kv_positions asks for positions 0..P-1 of every layer; a plain run returns none."""
     config = source.lm.config
@@ -158,12 +195,12 @@ def test_int8_quantizes_matmul_weights_only_and_keeps_the_head(onnx_root):
     import onnx
 
     model = onnx.load(str(onnx_root / "onnx-int8" / ox.MODEL_FILE), load_external_data=False)
-    ops = {n.op_type for n in model.graph.node}
+    ops = {n.op_type for n in ox.all_nodes(model.graph)}
     assert "MatMulInteger" in ops and "DynamicQuantizeLinear" in ops
     inits = {t.name: t.data_type for t in model.graph.initializer}
     assert inits[ox.HEAD] == onnx.TensorProto.FLOAT
     assert inits["decoder.embed_tokens.weight"] == onnx.TensorProto.FLOAT  # Gather left alone by default
-    assert [n.op_type for n in model.graph.node if ox.HEAD in n.input] == ["MatMul"]
+    assert [n.op_type for n in ox.all_nodes(model.graph) if ox.HEAD in n.input] == ["MatMul"]
 
 
 def test_int8_weights_are_7_bit_so_no_cpu_saturates(onnx_root):
@@ -176,7 +213,7 @@ def test_int8_weights_are_7_bit_so_no_cpu_saturates(onnx_root):
     folder = onnx_root / "onnx-int8"
     assert read_manifest(folder).details["int8"]["reduce_range"] is True
     model = onnx.load(str(folder / ox.MODEL_FILE))
-    weights = {n.input[1] for n in model.graph.node if n.op_type == "MatMulInteger"}
+    weights = {n.input[1] for n in ox.all_nodes(model.graph) if n.op_type == "MatMulInteger"}
     values = [numpy_helper.to_array(t) for t in model.graph.initializer if t.name in weights]
     assert len(values) == 7 * 2  # q k v o gate up down, two tiny layers
     assert all(v.dtype == np.int8 and np.abs(v.astype(np.int32)).max() <= 64 for v in values)

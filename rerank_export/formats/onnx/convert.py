@@ -14,6 +14,7 @@ import numpy as np
 
 from .graph import DATA_FILE, head_nodes, require, save_external
 from .norms import OP as FUSED_NORM
+from .rows import run_rows_alone
 
 log = logging.getLogger(__name__)
 
@@ -152,9 +153,12 @@ def _int8_dynamic(src: Path, dst: Path, options: Any) -> dict[str, Any]:
                                reduce_range=reduce_range, weight_type=quant.QuantType.QInt8,
                                nodes_to_exclude=keep, use_external_data_format=True,
                                extra_options={"MatMulConstBOnly": True})
+    # One activation scale per run: each row runs alone inside the graph, so that run is the row (rows.py).
+    graph = onnx.load(str(dst), load_external_data=False)
+    onnx.save_model(run_rows_alone(graph), str(dst))  # the proto only: its weights stay where they are
     return {"int8": {"method": "onnxruntime.quantization.quantize_dynamic", "op_types": ops,
                      "per_channel": per_channel, "weight_type": "QInt8", "reduce_range": reduce_range,
-                     "excluded_nodes": keep}}
+                     "excluded_nodes": keep, "rows": "each row alone (a Loop over the batch)"}}
 
 
 # MatMulNBits' accuracy_level: 4 computes with int8-quantized activations (fastest on CPU), 0 in the

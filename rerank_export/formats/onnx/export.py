@@ -61,6 +61,7 @@ def build_scorer(source: Any, decoder: Any = None, prefix: bool = False) -> Any:
 
         def forward(self, input_ids: Any, attention_mask: Any, kv_positions: Any = None, *past: Any) -> Any:
             width = attention_mask.shape[1]
+            input_ids, attention_mask = real_tokens_first(input_ids, attention_mask)
             extra: dict[str, Any] = {}
             if prefix:
                 kv = PrefixKV([(past[2 * i], past[2 * i + 1]) for i in range(layers)], kv_positions)
@@ -78,6 +79,25 @@ def build_scorer(source: Any, decoder: Any = None, prefix: bool = False) -> Any:
             return (logit, *[t for pair in kv.present for t in pair])
 
     return Scorer().eval()
+
+
+def real_tokens_first(input_ids: Any, attention_mask: Any) -> tuple[Any, Any]:
+    """Each row's real tokens moved to its front, in order, and its pads after them, inside the graph.
+
+    GroupQueryAttention and the rotary positions read rows as right-padded (attention.py); a caller who
+    pads left (Qwen's tokenizer does by default) or leaves holes would otherwise shift positions and let
+    real tokens attend to pads. CumSum and ScatterElements cost nothing next to a layer.
+    """
+    import torch
+
+    real = attention_mask != 0
+    count = real.sum(dim=1, keepdim=True)
+    ahead = torch.cumsum(real.to(torch.int64), dim=1) - 1  # a real token's place among its row's
+    behind = count + torch.cumsum((~real).to(torch.int64), dim=1) - 1  # a pad's place after them
+    target = torch.where(real, ahead, behind)
+    ids = torch.zeros_like(input_ids).scatter(1, target, input_ids)
+    steps = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+    return ids, (steps.unsqueeze(0) < count).to(attention_mask.dtype)
 
 
 def export_fp32_graph(source: Any, path: Path, opset: int = DEFAULT_OPSET, decoder: Any = None,
@@ -196,7 +216,7 @@ def _write_artifact(source: Any, fp32: Path, folder: Path, spec: Any, options: O
     save_tokenizer(source.tokenizer, folder)
     weight_bytes = sum(p.stat().st_size for p in (folder / MODEL_FILE, folder / DATA_FILE))
     graph = onnx.load(str(folder / MODEL_FILE), load_external_data=False)
-    onnx.helper.set_model_props(graph, {PADDING_KEY: PADDING[options.attention]})
+    onnx.helper.set_model_props(graph, {PADDING_KEY: PADDING})
     add_prefix_defaults(graph)
     onnx.save_model(graph, str(folder / MODEL_FILE))  # the proto only: its weights stay where they are
     opset = next(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx"))
@@ -210,5 +230,5 @@ def _provenance(opset: int, attention: str) -> dict[str, Any]:
 
     return {"graph": "decoder + yes-minus-no head at the last real token (from attention_mask)",
             "model_file": MODEL_FILE, "external_data": DATA_FILE, "inputs": list(INPUTS), "output": OUTPUT,
-            "opset": opset, "attention": attention, "padding": PADDING[attention],
+            "opset": opset, "attention": attention, "padding": PADDING,
             "onnxruntime": onnxruntime.__version__, "torch": torch.__version__}

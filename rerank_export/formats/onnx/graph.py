@@ -30,11 +30,13 @@ HEAD = "score_head"  # the initializer holding W[yes] - W[no]; conversions leave
 DEFAULT_OPSET = 20
 # 18-20 export and run; opset 23's RotaryEmbedding fails in onnxruntime 1.32 for batches over one row.
 SUPPORTED_OPSETS = (18, 19, 20)
-# "gqa": com.microsoft.GroupQueryAttention, memory linear in length, rows right-padded (attention.py).
-# "matmul": the exporter's own MatMul -> Softmax -> MatMul, B x heads x L x L scores, any padding.
+# "gqa": com.microsoft.GroupQueryAttention, memory linear in length (attention.py).
+# "matmul": the exporter's own MatMul -> Softmax -> MatMul, B x heads x L x L scores.
 ATTENTIONS = ("gqa", "matmul")
 DEFAULT_ATTENTION = "gqa"
-PADDING = {"gqa": "right", "matmul": "left"}
+# Every graph moves each row's real tokens to its front itself (export.real_tokens_first), so it reads left,
+# right or any padding. Graphs made before that record "right" (gqa) or "left" (matmul) here.
+PADDING = "any"
 # The graph's own record of the padding it reads (model metadata), so a session knows without a manifest.
 PADDING_KEY = "rerank_export.padding"
 
@@ -57,6 +59,17 @@ def save_external(model: Any, path: Path) -> None:
                     location=path.name + ".data", size_threshold=1024)
 
 
+def all_nodes(graph: Any) -> list[Any]:
+    """Every node of an ONNX graph and of the graphs inside its nodes (the row Loop's body: rows.py)."""
+    found = []
+    for node in graph.node:
+        found.append(node)
+        for attribute in node.attribute:
+            if attribute.HasField("g"):
+                found += all_nodes(attribute.g)
+    return found
+
+
 def head_nodes(model: Any) -> list[str]:
     """Names of the nodes that read the score head (kept in full precision by every conversion)."""
-    return [n.name for n in model.graph.node if HEAD in n.input]
+    return [n.name for n in all_nodes(model.graph) if HEAD in n.input]

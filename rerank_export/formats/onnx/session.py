@@ -131,7 +131,8 @@ class OnnxBackend:
         self.session = session
         self.name = name
         self.providers = session.get_providers()
-        # Graphs from before the fused attention carry no padding record: they read any padding.
+        # Graphs record the padding they read: "any" (today's), "right" (gqa graphs from before
+        # export.real_tokens_first, re-padded here), none (from before the fused attention: any padding).
         self.right_padded = session.get_modelmeta().custom_metadata_map.get(PADDING_KEY) == "right"
         # Inputs with a default are listed apart, as overridable initializers.
         optional = [i.name for i in session.get_overridable_initializers()]
