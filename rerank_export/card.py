@@ -28,7 +28,7 @@ def render_card(manifest: Manifest, parity_md: str | None) -> str:
              + (f" at revision `{manifest.source_revision}`" if manifest.source_revision else "")
              + f", weights in {manifest.dtype}, {size:,} bytes in {len(manifest.files)} files, made by "
              f"rerank-export {manifest.toolkit_version}. Parity against the source model: **{verdict}**.", "",
-             *_contract_lines(manifest), *_load_lines(spec), *_parity_lines(parity_md)]
+             *_contract_lines(manifest), *_load_lines(spec, manifest.max_length), *_parity_lines(parity_md)]
     return "\n".join(lines) + "\n"
 
 
@@ -60,33 +60,47 @@ def _contract_lines(manifest: Manifest) -> list[str]:
             "```", "", f"Default instruction: \"{DEFAULT_INSTRUCTION}\".", ""]
 
 
-def _load_lines(spec: FormatSpec) -> list[str]:
-    if not spec.vllm_loadable:
-        return _onnx_lines()
+EXAMPLE = ("What is the capital of China?", "Beijing is the capital.")
+# Every Python snippet below defines score(pairs) -> p(yes) per (query, document) pair and calls it once;
+# tests/e2e/test_cards.py runs each one as written, then calls its score() on a mixed-length batch.
+SCORE_NOTE = "Each Python snippet defines `score(pairs)`: p(yes) for each (query, document) pair."
+
+
+def _load_lines(spec: FormatSpec, max_length: int) -> list[str]:
+    lines = ["## Load it", "", SCORE_NOTE, "",
+             "With rerank-export (checks the files against their sha256 and the parity verdict):", "", "```python", "import rerank_export", "",
+             "reranker = rerank_export.load(\".\")", "score = reranker.score",
+             f"print(score([{EXAMPLE!r}]))", "```", ""]
+    return lines + (_transformers_lines(spec) if spec.vllm_loadable else _onnx_lines(max_length))
+
+
+def _transformers_lines(spec: FormatSpec) -> list[str]:
     quantization = f" --quantization {spec.vllm_quantization}" if spec.vllm_quantization else ""
-    return ["## Load it", "",
-            "With rerank-export (checks the files against their sha256 and the parity verdict):", "",
-            "```python", "import rerank_export", "",
-            "reranker = rerank_export.load(\".\")",
-            "reranker.rerank(\"What is the capital of China?\", [\"Beijing is the capital.\", \"Pandas eat bamboo.\"])",
-            "```", "", "With sentence-transformers (>= 5.4; the tokenizer's chat template renders the prompt):", "",
-            "```python", "from sentence_transformers import CrossEncoder", "",
-            "CrossEncoder(\".\").predict([(\"What is the capital of China?\", \"Beijing is the capital.\")])",
-            "```", "", ("With vLLM, **`--chat-template` is required**: without it vLLM joins query and document "
-                        "without the prompt and every score is silently wrong. `rerank-export serve . --engine vllm "
-                        "--print-command` prints the full command sized for your device."), "", "```bash",
+    return [("With sentence-transformers (>= 5.4; the tokenizer's chat template renders the prompt, any "
+             "padding side):"), "", "```python", "from sentence_transformers import CrossEncoder", "",
+            "score = CrossEncoder(\".\").predict", f"print(score([{EXAMPLE!r}]))", "```", "",
+            ("With vLLM, **`--chat-template` is required**: without it vLLM joins query and document "
+             "without the prompt and every score is silently wrong. `rerank-export serve . --engine vllm "
+             "--print-command` prints the full command sized for your device."), "", "```bash",
             f"vllm serve . --runner pooling --chat-template ./chat_template.jinja{quantization}", "```", ""]
 
 
-def _onnx_lines() -> list[str]:
-    return ["## Load it", "", "With rerank-export:", "", "```python", "import rerank_export", "",
-            "reranker = rerank_export.load(\".\")", "```", "",
-            ("With onnxruntime alone: inputs `input_ids` and `attention_mask` (int64, batch x length, left "
-             "padding), output `logit` (one per row); tokenize the prompt above with the tokenizer in this folder."),
-            "", "```python", "import onnxruntime as ort", "",
-            "session = ort.InferenceSession(\"model.onnx\")",
-            "logits = session.run([\"logit\"], {\"input_ids\": ids, \"attention_mask\": mask})[0]",
-            "```", ""]
+def _onnx_lines(max_length: int) -> list[str]:
+    return [("With onnxruntime alone: inputs `input_ids` and `attention_mask` (int64, batch x length, **any "
+             "padding**: left as this folder's tokenizer pads, or right; the graph moves each row's real tokens "
+             "to its front), output `logit` (one per row, float32). A pair scores the same alone and in any "
+             "batch. The same steps work from C#, Java, JavaScript or Rust with this folder's `tokenizer.json`. "
+             f"Cut documents so that a prompt stays within {max_length:,} tokens."), "",
+            "```python", "import numpy as np", "import onnxruntime as ort", "from transformers import AutoTokenizer", "",
+            f"PREFIX = {PREFIX!r}", f"BODY = {BODY_TEMPLATE!r}", f"SUFFIX = {SUFFIX!r}", "",
+            "tokenizer = AutoTokenizer.from_pretrained(\".\")",
+            "session = ort.InferenceSession(\"model.onnx\")", "", "",
+            f"def score(pairs, instruction={DEFAULT_INSTRUCTION!r}):",
+            "    texts = [PREFIX + BODY.format(instruction=instruction, query=q, document=d) + SUFFIX for q, d in pairs]",
+            "    batch = tokenizer(texts, padding=True, return_tensors=\"np\")",
+            "    feed = {name: batch[name].astype(np.int64) for name in (\"input_ids\", \"attention_mask\")}",
+            "    return 1 / (1 + np.exp(-session.run([\"logit\"], feed)[0]))", "", "",
+            f"print(score([{EXAMPLE!r}]))", "```", ""]
 
 
 def _parity_lines(parity_md: str | None) -> list[str]:

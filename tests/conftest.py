@@ -82,6 +82,19 @@ def verified_artifacts(tmp_path_factory, baseline_artifacts, source) -> Path:
     return root
 
 
+ONNX_NAMES = ["onnx-fp32", "onnx-fp16", "onnx-int8"]
+
+
+@pytest.fixture(scope="session")
+def onnx_root(tmp_path_factory, source) -> Path:
+    """The tiny model's fp32, fp16 and int8 ONNX artifacts, from one fp32 export (read-only: copy to mutate)."""
+    from rerank_export.export import export_formats
+
+    root = tmp_path_factory.mktemp("onnx")
+    export_formats(source.model_id, None, root, ONNX_NAMES, source=source)
+    return root
+
+
 @pytest.fixture
 def copy_tree(tmp_path):
     def _copy(src: Path, name: str | None = None) -> Path:

@@ -11,7 +11,6 @@ import pytest
 from rerank_export.contract import pad_left
 from rerank_export.errors import ArtifactError, MissingExtra
 from rerank_export.evalsets import builtin_eval_set
-from rerank_export.export import export_formats
 from rerank_export.formats import FORMATS
 from rerank_export.formats import onnx as ox
 from rerank_export.manifest import read_manifest
@@ -19,20 +18,13 @@ from rerank_export.reference import ReferenceBackend, SourceModel
 
 pytestmark = pytest.mark.needs_fixtures
 
-ONNX_NAMES = ["onnx-fp32", "onnx-fp16", "onnx-int8"]
+from tests.conftest import ONNX_NAMES
+
 FP32_LOGIT_TOL = 1e-4  # fp32 graph vs fp32 PyTorch: reordered sums only
 FP16_MAX_DP = FORMATS["onnx-fp16"].thresholds.max_abs_dp
 STRESS_SCALE = 3000.0  # layer-0 down_proj x this: residual RMS far past fp16's sqrt(65504) ~ 256
 FP16_SQUARE_LIMIT = 256.0
 SEED = 0
-
-
-@pytest.fixture(scope="session")
-def onnx_root(tmp_path_factory, source) -> Path:
-    """All three ONNX artifacts of the tiny model, from one fp32 export (read-only: copy to mutate)."""
-    root = tmp_path_factory.mktemp("onnx")
-    export_formats(source.model_id, None, root, ONNX_NAMES, source=source)
-    return root
 
 
 def _batch(source: SourceModel, side: str) -> tuple[np.ndarray, np.ndarray]:
@@ -330,7 +322,7 @@ def test_release_memory_hands_the_arena_back(onnx_root):
     (the server calls it after large requests), and the session still scores the same afterwards."""
     from rerank_export.memory import rss_bytes
 
-    folder = onnx_root / "onnx-int8"
+    folder = onnx_root / "onnx-fp32"  # runs the batch whole (onnx-int8 runs one row at a time: rows.py)
     backend = ox.load(folder, read_manifest(folder), "cpu")
     ids = np.random.default_rng(0).integers(0, 1000, size=(32, 3072))  # attention is linear: a big batch
     mask = np.ones_like(ids)

@@ -1,0 +1,128 @@
+"""onnx-int8 before and after its graph ran each row alone (formats/onnx/rows.py), side by side in one run.
+
+Both artifacts come from the same random 0.6B-shape weights: `--before` exported by the previous graph
+(one activation scale over the whole padded batch), `--after` by this tree's (a Loop over the rows, real
+tokens first). Each row runs in its own process, rounds alternate, and each reports pairs/s for one query
+with N documents of ~200 tokens through rerank_export.load, with and without prefix reuse, and through a
+plain onnxruntime session as the card says (batches of 8, padded left by the folder's tokenizer). The
+plain rows also give how far a document's score moves between alone and in its batch.
+
+    .venv/bin/python benchmarks/bench_rows.py --before DIR/onnx-int8 --after DIR/onnx-int8 \
+        [--docs 30] [--rounds 2] [--results benchmarks/RESULTS.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from bench_compare import QUERY, documents
+from bench_compare import worker as runtime_worker
+from realshape import run_worker, write_section
+
+SCRIPT = Path(__file__).resolve()
+KINDS = ("runtime", "runtime-noreuse", "plain")
+PLAIN_BATCH = 8
+
+
+def plain_worker(folder: str, docs: int) -> dict:
+    """The card's path: default InferenceSession, the folder's tokenizer padding left, batches of 8."""
+    import numpy as np
+    import onnxruntime as ort
+    from transformers import AutoTokenizer
+
+    from rerank_export.contract import prompt_text
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 2
+    session = ort.InferenceSession(str(Path(folder) / "model.onnx"), options, providers=["CPUExecutionProvider"])
+    texts = [prompt_text(QUERY, d) for d in documents(docs)]
+
+    def logits(batch: list[str]) -> np.ndarray:
+        enc = tokenizer(batch, padding=True, return_tensors="np")
+        return session.run(["logit"], {k: enc[k].astype(np.int64) for k in ("input_ids", "attention_mask")})[0]
+
+    logits(texts[:1])  # warm-up
+    start = time.perf_counter()
+    batched = np.concatenate([logits(texts[i:i + PLAIN_BATCH]) for i in range(0, len(texts), PLAIN_BATCH)])
+    seconds = time.perf_counter() - start
+    alone = np.concatenate([logits([t]) for t in texts[:PLAIN_BATCH]])
+    moved = np.abs(1 / (1 + np.exp(-batched[:PLAIN_BATCH])) - 1 / (1 + np.exp(-alone)))
+    return {"pairs_per_s": docs / seconds, "seconds": seconds, "batch_vs_alone_max_dp": float(moved.max())}
+
+
+def worker(kind: str, folder: str, docs: int) -> dict:
+    if kind == "plain":
+        return plain_worker(folder, docs)
+    return runtime_worker(kind, folder, docs, PLAIN_BATCH, 200)
+
+
+def run(before: Path, after: Path, docs: int, rounds: int) -> dict:
+    from rerank_export.host import cpu_facts, describe_cpu
+
+    rows: dict[str, dict[str, list[dict]]] = {"before": {k: [] for k in KINDS}, "after": {k: [] for k in KINDS}}
+    for r in range(rounds):
+        order = (("before", before), ("after", after)) if r % 2 == 0 else (("after", after), ("before", before))
+        for kind in KINDS:
+            for label, folder in order:
+                result = run_worker(SCRIPT, [kind, str(folder), str(docs)])
+                print(f"round {r + 1} {label:6} {kind:16} {json.dumps(result)[:160]}", file=sys.stderr)
+                rows[label][kind].append(result)
+    return {"docs": docs, "rounds": rounds, "cpu": describe_cpu(cpu_facts()), "rows": rows,
+            "date": time.strftime("%Y-%m-%d")}
+
+
+def render(result: dict) -> str:
+    lines = ["## onnx-int8: each row alone inside the graph (0.6B shape, CPU)", "",
+             f"`python benchmarks/bench_rows.py --before ... --after ... --docs {result['docs']} "
+             f"--rounds {result['rounds']} --results benchmarks/RESULTS.md`", "",
+             f"CPU: {result['cpu']}. One query, {result['docs']} documents of ~200 tokens, 2 threads, each "
+             f"cell the median of {result['rounds']} runs in fresh processes, rounds alternating.", "",
+             "| path | before: pairs/s | after: pairs/s | after / before | plain batch vs alone, max abs dp (before / after) |",
+             "|---|---:|---:|---:|---|"]
+    names = {"runtime": "rerank_export.load, prefix reuse", "runtime-noreuse": "rerank_export.load, no reuse",
+             "plain": f"plain onnxruntime, batches of {PLAIN_BATCH} padded left"}
+    for kind in KINDS:
+        speed = {label: _median(result["rows"][label][kind], "pairs_per_s") for label in ("before", "after")}
+        dp = " / ".join(f"{_median(result['rows'][label][kind], 'batch_vs_alone_max_dp'):.3g}"
+                        for label in ("before", "after")) if kind == "plain" else "-"
+        lines.append(f"| {names[kind]} | {speed['before']:.3f} | {speed['after']:.3f} | "
+                     f"{speed['after'] / speed['before']:.2f}x | {dp} |")
+    return "\n".join(lines + ["", f"One run, {result['date']}."]) + "\n"
+
+
+def _median(results: list[dict], key: str) -> float:
+    values = [r[key] for r in results if key in r]
+    return statistics.median(values) if values else float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--worker", nargs=3, metavar=("KIND", "FOLDER", "DOCS"))
+    parser.add_argument("--before", type=Path)
+    parser.add_argument("--after", type=Path)
+    parser.add_argument("--docs", type=int, default=30)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=SCRIPT.parent / "rows.json")
+    parser.add_argument("--results", type=Path, help="RESULTS.md whose bench_rows section to replace")
+    args = parser.parse_args()
+    if args.worker:
+        kind, folder, docs = args.worker
+        print(json.dumps(worker(kind, folder, int(docs))))
+        return
+    if not (args.before and args.after):
+        parser.error("--before and --after name the two onnx-int8 folders")
+    result = run(args.before, args.after, args.docs, args.rounds)
+    args.out.write_text(json.dumps(result, indent=1))
+    print(render(result))
+    if args.results:
+        write_section(args.results, "bench_rows", render(result))
+
+
+if __name__ == "__main__":
+    main()
