@@ -89,7 +89,8 @@ def _onnx_lines(max_length: int) -> list[str]:
     return [("With onnxruntime alone: inputs `input_ids` and `attention_mask` (int64, batch x length, **any "
              "padding**: left as this folder's tokenizer pads, or right; the graph moves each row's real tokens "
              "to its front), output `logit` (one per row, float32). A pair scores the same alone and in any "
-             "batch. The same steps work from C#, Java, JavaScript or Rust with this folder's `tokenizer.json`. "
+             "batch. The same steps work from any language onnxruntime serves, with this folder's `tokenizer.json` "
+             "(tested from Node with onnxruntime-node and @huggingface/tokenizers). "
              f"Cut documents so that a prompt stays within {max_length:,} tokens."), "",
             "```python", "import numpy as np", "import onnxruntime as ort", "from transformers import AutoTokenizer", "",
             f"PREFIX = {PREFIX!r}", f"BODY = {BODY_TEMPLATE!r}", f"SUFFIX = {SUFFIX!r}", "",

@@ -71,8 +71,9 @@ def gqa_attention(module: Any, query: Any, key: Any, value: Any, attention_mask:
     if prefix_kv is not None:
         past_k, past_v = (t.expand(batch, -1, -1, -1) for t in prefix_kv.past[module.layer_idx])
         past_length = past_k.shape[2]
-    # Every row counts as full length: rows are right-padded, so under causal attention no real token
-    # sees a pad, and onnxruntime reads each row's past length as total minus this pass's length.
+    # Every row counts as full length: rows are right-padded (export.real_tokens_first makes them so, whatever
+    # the caller sent), so under causal attention no real token sees a pad, and onnxruntime reads each row's
+    # past length as total minus this pass's length.
     total = past_length + length
     seqlens_k = torch.full((batch,), total - 1, dtype=torch.int32)
     total_tensor = torch.full((), total, dtype=torch.int32)
