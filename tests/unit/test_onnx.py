@@ -11,14 +11,14 @@ import pytest
 from rerank_export.contract import pad_left
 from rerank_export.errors import ArtifactError, MissingExtra
 from rerank_export.evalsets import builtin_eval_set
+from rerank_export.export import export_formats
 from rerank_export.formats import FORMATS
 from rerank_export.formats import onnx as ox
-from rerank_export.manifest import read_manifest
+from rerank_export.manifest import describe_files, read_manifest
 from rerank_export.reference import ReferenceBackend, SourceModel
+from tests.conftest import ONNX_NAMES
 
 pytestmark = pytest.mark.needs_fixtures
-
-from tests.conftest import ONNX_NAMES
 
 FP32_LOGIT_TOL = 1e-4  # fp32 graph vs fp32 PyTorch: reordered sums only
 FP16_MAX_DP = FORMATS["onnx-fp16"].thresholds.max_abs_dp
@@ -147,6 +147,37 @@ def test_a_plain_session_scores_a_row_alike_in_any_batch_and_padding(onnx_root, 
             together = logits([seqs[i] for i in rows], side)
             dp = np.abs(1 / (1 + np.exp(-together)) - 1 / (1 + np.exp(-alone[rows])))
             assert dp.max() <= limit, (side, float(dp.max()))
+
+
+def test_gate_fails_a_graph_that_scores_right_only_when_run_as_its_card_says(source, tmp_path, monkeypatch):
+    """A graph that reads right-padded rows only (as before real_tokens_first), marked so that the backend
+    re-pads for it: rerank-export's own runtime scores it right, a user's left-padded batch does not, and
+    the gate fails it naming the plain onnxruntime path."""
+    import importlib
+
+    import onnx
+
+    from rerank_export.parity import check_artifacts
+
+    onnx_export = importlib.import_module("rerank_export.formats.onnx.export")  # the package exports a function so named
+    monkeypatch.setattr(onnx_export, "real_tokens_first", lambda ids, mask: (ids, mask))
+    root = tmp_path / "artifacts"
+    export_formats(source.model_id, None, root, ["onnx-fp32"], source=source)
+    path = root / "onnx-fp32" / ox.MODEL_FILE
+    graph = onnx.load(str(path), load_external_data=False)
+    onnx.helper.set_model_props(graph, {ox.PADDING_KEY: "right"})
+    onnx.save_model(graph, str(path))
+    manifest = read_manifest(root / "onnx-fp32")
+    manifest.files = describe_files(root / "onnx-fp32")
+    manifest.write(root / "onnx-fp32")
+
+    report, = check_artifacts(root, source, [builtin_eval_set(long_document=False)])
+    assert not report.passed
+    assert report.breaches and all(b.startswith("plain onnxruntime: ") for b in report.breaches), report.breaches
+    assert any("batch_max_dp" in b for b in report.breaches)
+    assert report.metrics["max_abs_dp"] < 1e-5  # the runtime's own path: exact
+    assert report.metrics["batch_max_dp"] == report.metrics["plain"]["batch_max_dp"] > 1e-3
+    assert "plain onnxruntime" in (root / "onnx-fp32" / "parity.md").read_text()
 
 
 def test_kv_positions_return_the_prefix_keys_and_values(onnx_root, source):
