@@ -76,9 +76,14 @@ def _load_lines(spec: FormatSpec, max_length: int) -> list[str]:
 
 def _transformers_lines(spec: FormatSpec) -> list[str]:
     quantization = f" --quantization {spec.vllm_quantization}" if spec.vllm_quantization else ""
-    return [("With sentence-transformers (>= 5.4; the tokenizer's chat template renders the prompt, any "
-             "padding side):"), "", "```python", "from sentence_transformers import CrossEncoder", "",
-            "score = CrossEncoder(\".\").predict", f"print(score([{EXAMPLE!r}]))", "```", "",
+    if spec.vllm_quantization:  # transformers reads AWQ checkpoints only through gptqmodel, which we do not test
+        others = [("transformers and sentence-transformers load this folder only with `gptqmodel` installed "
+                   "(not tested by rerank-export)."), ""]
+    else:
+        others = [("With sentence-transformers (>= 5.4; the tokenizer's chat template renders the prompt, any "
+                   "padding side):"), "", "```python", "from sentence_transformers import CrossEncoder", "",
+                  "score = CrossEncoder(\".\").predict", f"print(score([{EXAMPLE!r}]))", "```", ""]
+    return [*others,
             ("With vLLM, **`--chat-template` is required**: without it vLLM joins query and document "
              "without the prompt and every score is silently wrong. `rerank-export serve . --engine vllm "
              "--print-command` prints the full command sized for your device."), "", "```bash",

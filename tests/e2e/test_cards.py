@@ -13,14 +13,16 @@ import shutil
 import numpy as np
 import pytest
 
+from rerank_export.errors import NoArtifactFits
 from rerank_export.evalsets import EvalSet, builtin_eval_set
+from rerank_export.export import export_formats
 from rerank_export.formats import get_format
 from rerank_export.parity import check_artifacts, compare, score_set
 from rerank_export.reference import ReferenceBackend
 
 pytestmark = pytest.mark.needs_fixtures
 
-NAMES = ["baseline-fp32", "baseline-bf16", "onnx-fp32", "onnx-int8"]
+NAMES = ["baseline-fp32", "baseline-bf16", "onnx-fp32", "onnx-fp16", "onnx-int8"]
 SNIPPET = re.compile(r"```python\n(.*?)```", re.DOTALL)
 
 
@@ -29,7 +31,7 @@ def carded_root(tmp_path_factory, baseline_artifacts, onnx_root, source):
     """The baselines and two ONNX artifacts, gated (the gate writes each card)."""
     root = tmp_path_factory.mktemp("cards") / "artifacts"
     shutil.copytree(baseline_artifacts, root)
-    for name in ("onnx-fp32", "onnx-int8"):
+    for name in ("onnx-fp32", "onnx-fp16", "onnx-int8"):
         shutil.copytree(onnx_root / name, root / name)
     reports = check_artifacts(root, source, [builtin_eval_set(False).limit(2)])
     assert all(r.passed for r in reports), [(r.name, r.breaches) for r in reports]
@@ -64,20 +66,42 @@ def _complete(score, evalset: EvalSet, reference: list[float]) -> tuple[EvalSet,
     return EvalSet("builtin", tuple(groups)), ref, np.asarray(scores)
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_every_snippet_runs_as_written_and_scores_like_the_reference(carded_root, reference, name,
-                                                                     monkeypatch, capsys):
-    folder = carded_root / name
+def _run_snippets(folder, name: str, reference: list[float], monkeypatch, capsys) -> None:
+    spec = get_format(name)
     snippets = SNIPPET.findall((folder / "README.md").read_text())
-    assert len(snippets) == 2, snippets  # rerank-export and one without it (sentence-transformers / onnxruntime)
+    # rerank-export's, then one without it (sentence-transformers or onnxruntime); AWQ: rerank-export's only
+    assert len(snippets) == (1 if spec.vllm_quantization else 2), snippets
     monkeypatch.chdir(folder)
     for number, code in enumerate(snippets):
         namespace: dict = {"__name__": "__main__"}
+        if "cpu" not in spec.devices and "rerank_export.load" in code:  # onnx-fp16: the runtime picks GPUs only
+            with pytest.raises(NoArtifactFits, match="runs on cuda only"):
+                exec(compile(code, f"{name}/README.md snippet {number + 1}", "exec"), namespace)  # noqa: S102
+            continue
         exec(compile(code, f"{name}/README.md snippet {number + 1}", "exec"), namespace)  # noqa: S102 (the card)
         assert capsys.readouterr().out.strip(), "the snippet prints its example's score"
         evalset, ref, scores = _complete(namespace["score"], builtin_eval_set(False), reference)
-        report = compare(ref, scores, evalset, get_format(name).thresholds, name)
+        report = compare(ref, scores, evalset, spec.thresholds, name)
         assert report.passed, (number + 1, len(evalset.groups), report.breaches)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_snippet_runs_as_written_and_scores_like_the_reference(carded_root, reference, name,
+                                                                     monkeypatch, capsys):
+    _run_snippets(carded_root / name, name, reference, monkeypatch, capsys)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["awq-int4", "onnx-int4"])
+def test_the_4bit_cards_run_as_written_and_score_like_the_reference(tmp_path_factory, source, reference, name,
+                                                                    monkeypatch, capsys):
+    root = tmp_path_factory.mktemp("cards-4bit") / "artifacts"
+    search = {"calib_samples": 16, "search_tokens": 512}
+    export_formats(source.model_id, None, root, ["awq-int4", name] if name != "awq-int4" else [name],
+                   {"awq-int4": search, "onnx-int4": search}, source=source)
+    report, = check_artifacts(root, source, [builtin_eval_set(False).limit(2)], names=[name])
+    assert report.passed, report.breaches
+    _run_snippets(root / name, name, reference, monkeypatch, capsys)
 
 
 @pytest.mark.parametrize("name", ["onnx-fp32", "onnx-int8"])
