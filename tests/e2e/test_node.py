@@ -28,7 +28,7 @@ from rerank_export.reference import ReferenceBackend
 from rerank_export.scoring import sigmoid
 
 NODE, NPM = shutil.which("node"), shutil.which("npm")
-pytestmark = [pytest.mark.needs_fixtures,
+pytestmark = [pytest.mark.slow, pytest.mark.needs_fixtures,
               pytest.mark.skipif(NODE is None or NPM is None, reason="node and npm are needed (apt-get install nodejs npm)")]
 
 CONSUMER = Path(__file__).with_name("node")
