@@ -82,6 +82,10 @@ def describe_cpu(facts: dict[str, Any] | None = None) -> str:
 # --- the selector's device facts -----------------------------------------------------------------
 
 DEVICES = ("auto", "cpu", "cuda")
+# A CUDA context (driver, cuBLAS/cuDNN workspaces, PyTorch's kernels) takes memory outside PyTorch's
+# allocator: a few hundred MiB on recent cards with lazy module loading. The driver's free memory excludes
+# it once a context exists; a --memory budget for a card names its whole size, so it is taken off there.
+CUDA_CONTEXT_BYTES = 512 * 2**20
 
 
 def cuda_available() -> bool:
@@ -98,6 +102,15 @@ def gpu_memory() -> tuple[int, int]:
 
     free, total = torch.cuda.mem_get_info()
     return int(free), int(total)
+
+
+def gpu_name() -> str | None:
+    """The current CUDA device's name, for reports (None without one)."""
+    if not cuda_available():
+        return None
+    import torch
+
+    return str(torch.cuda.get_device_name())
 
 
 def cpu_memory() -> tuple[int, int]:
@@ -130,6 +143,9 @@ def device_facts(device: str = "auto", memory: int | str | None = None) -> Devic
     bf16 = read_cpu_bf16() if kind == "cpu" else False
     if memory is not None:
         budget = memory if isinstance(memory, int) else parse_memory(memory)
+        if kind == "cuda":
+            return DeviceFacts(kind, max(0, budget - CUDA_CONTEXT_BYTES), budget,
+                               "--memory, less the CUDA context", bf16)
         return DeviceFacts(kind, budget, budget, "--memory", bf16)
     if kind == "cuda":
         if not cuda_available():
@@ -139,3 +155,18 @@ def device_facts(device: str = "auto", memory: int | str | None = None) -> Devic
         return DeviceFacts("cuda", free, total, "cuda driver", False)
     free, total = cpu_memory()
     return DeviceFacts("cpu", free, total, "available RAM", bf16)
+
+
+def cap_cuda_memory(facts: DeviceFacts) -> float | None:
+    """Hold this process's CUDA allocator to a --memory budget smaller than the card, so that the budget
+    the selector planned with is the one the runtime lives in (a 4 GiB plan on a 24 GiB card OOMs, and
+    backs off, where a 4 GiB card would). Returns the fraction set, None where nothing was capped."""
+    if facts.kind != "cuda" or not facts.source.startswith("--memory") or not cuda_available():
+        return None
+    import torch
+
+    _, total = gpu_memory()
+    fraction = min(1.0, facts.free_bytes / total)
+    if fraction < 1.0:
+        torch.cuda.set_per_process_memory_fraction(fraction)
+    return fraction

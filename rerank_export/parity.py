@@ -24,7 +24,7 @@ from .errors import ArtifactError, RerankExportError, UsageError
 from .evalsets import EvalSet
 from .formats import get_format
 from .formats.spec import Thresholds
-from .host import cpu_facts, describe_cpu, engine_facts
+from .host import cpu_facts, describe_cpu, engine_facts, gpu_name
 from .manifest import Manifest, find_artifacts, read_manifest, verify_files
 from .reference import ReferenceBackend, SourceModel
 from .scoring import DEFAULT_TOKEN_BUDGET, Backend, score_encoded, sigmoid
@@ -244,7 +244,8 @@ def load_thresholds(path: str | Path | None) -> dict[str, dict[str, float]]:
 def check_artifacts(root: str | Path, source: SourceModel, eval_sets: Sequence[EvalSet],
                     thresholds: dict[str, dict[str, float]] | None = None,
                     names: Sequence[str] | None = None, progress: bool = False,
-                    engine: Any = None, manifests: dict[str, Manifest] | None = None) -> list[ParityReport]:
+                    engine: Any = None, manifests: dict[str, Manifest] | None = None,
+                    device: str = "cpu") -> list[ParityReport]:
     """Check every artifact under `root` (or only `names`), write its reports, record its verdict.
 
     `manifests` ({folder name: Manifest}) are the caller's copies, used instead of reading the folders
@@ -252,6 +253,7 @@ def check_artifacts(root: str | Path, source: SourceModel, eval_sets: Sequence[E
 
     With an `engine` (vllm_engine.VllmEngine) the artifacts are scored through it instead of the built-in
     runtime; its reports are parity-<engine>.*, and the verdict load() trusts stays the runtime's.
+    `device` is where the artifacts run ("cuda": each on its GPU runner); the reference stays fp32 on the CPU.
     """
     folders = [f for f in find_artifacts(root) if names is None or f.name in names]
     if not folders:
@@ -261,18 +263,19 @@ def check_artifacts(root: str | Path, source: SourceModel, eval_sets: Sequence[E
     reference = score_set(ReferenceBackend(source), source, evalset, progress)
     known = manifests or {}
     return [_check_one(f, known.get(f.name) or read_manifest(f), source, evalset, reference, thresholds or {},
-                       progress, engine) for f in folders]
+                       progress, engine, device) for f in folders]
 
 
 def _check_one(folder: Path, manifest: Manifest, source: SourceModel, evalset: EvalSet, reference: list[float],
-               overrides: dict[str, dict[str, float]], progress: bool, engine: Any = None) -> ParityReport:
+               overrides: dict[str, dict[str, float]], progress: bool, engine: Any = None,
+               device: str = "cpu") -> ParityReport:
     spec = get_format(manifest.format)
     limits = spec.thresholds.override(overrides.get(spec.name, {}))
     try:
         verify_files(folder, manifest)
         _check_contract(manifest, source)
         if engine is None:
-            backend = spec.loader(folder, manifest, "cpu")
+            backend = spec.loader(folder, manifest, device)
             scores = score_set(backend, source, evalset, progress)
             batch_dp = batch_invariance(backend, source, evalset, scores)
         else:
@@ -286,7 +289,8 @@ def _check_one(folder: Path, manifest: Manifest, source: SourceModel, evalset: E
         if plain is not None:
             _merge_plain(report, plain)
     report.metrics["eval_sets"] = evalset.name
-    report.ran_on = {"device": "cpu", "engine": engine_facts(spec.backend), "cpu": cpu_facts()}
+    report.ran_on = {"device": device, "engine": engine_facts(spec.backend), "cpu": cpu_facts(),
+                     **({"gpu": gpu_name()} if device == "cuda" else {})}
     if engine is not None:
         return _record_engine_check(folder, manifest, report, engine)
     write_reports(folder, report)

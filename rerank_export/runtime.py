@@ -100,9 +100,14 @@ class Reranker:
         from .formats import get_format
         from .prefix import PrefixReuseBackend, supports_prefix_reuse
 
+        from .host import cap_cuda_memory
+
         spec = get_format(manifest.format)
         contract = _load_contract(folder, manifest, decision.max_length)
         log.info("loading %s on %s (token budget %d)", folder, decision.device.kind, decision.token_budget)
+        fraction = cap_cuda_memory(decision.device)
+        if fraction is not None:
+            log.info("CUDA allocator capped at %.3f of the card (--memory)", fraction)
         backend = spec.loader(folder, manifest, decision.device.kind)
         if prefix_reuse and supports_prefix_reuse(backend):
             backend = PrefixReuseBackend(backend)

@@ -2,8 +2,15 @@
 
 Peak memory of an artifact = weights + overhead + batch tokens x activation bytes per token at the
 maximum length (manifest.memory). An artifact fits when that peak at one full-length sequence stays
-within the usable part of the device's memory. Among the verified artifacts that fit, GPUs get the
-highest fidelity and CPUs the fastest format there. The same arithmetic serves GPUs and CPUs; it was measured on CPU only.
+within the usable part of the device's memory. Among the verified artifacts that fit:
+
+- a CPU gets the fastest format there (cpu_speed; bf16 last where the CPU emulates it);
+- a GPU gets the highest gpu_speed weighed by headroom: a format's speed counts in full only when a batch
+  of GPU_FULL_BATCH_TOKENS fits beside its weights, and in proportion below that, since a GPU starved of
+  batch runs its kernels half empty. Fidelity breaks ties, then fewer bytes.
+
+The same arithmetic serves GPUs and CPUs; the memory model was measured on CPUs only so far
+(benchmarks/gpu_check.py holds it against a real card).
 """
 
 from __future__ import annotations
@@ -28,6 +35,9 @@ USABLE_FRACTION = 0.9
 # Padded tokens per forward pass never exceed this: bigger batches stop paying off on CPUs and most GPUs
 # and only add latency to the first result.
 MAX_TOKEN_BUDGET = 32768
+# A GPU runs a 0.6B-class model's GEMMs near full speed from about this many tokens per batch (the
+# selector's headroom rule); below it a format's speed is scaled down in proportion.
+GPU_FULL_BATCH_TOKENS = 16384
 
 # Far beyond any Qwen3 context (40,960 positions); it only keeps the memory arithmetic in range.
 MAX_LENGTH_LIMIT = 1 << 20
@@ -93,14 +103,15 @@ class FormatTraits:
     dtype: str
     backend: str
     needs_native_bf16: bool = False  # slower than fp32 where the CPU emulates bf16
+    gpu_speed: int = 0
 
 
 def traits_from_formats() -> dict[str, FormatTraits]:
     """FormatTraits for every entry of the FORMATS table."""
     from .formats import FORMATS
 
-    return {name: FormatTraits(s.fidelity, s.cpu_speed, tuple(s.devices), s.dtype, s.backend, s.needs_native_bf16)
-            for name, s in FORMATS.items()}
+    return {name: FormatTraits(s.fidelity, s.cpu_speed, tuple(s.devices), s.dtype, s.backend, s.needs_native_bf16,
+                               s.gpu_speed) for name, s in FORMATS.items()}
 
 
 @dataclass(frozen=True)
@@ -148,12 +159,17 @@ def token_budget(manifest: Manifest, usable_bytes: int, max_length: int) -> int:
     return int(max(max_length, min(MAX_TOKEN_BUDGET, tokens)))
 
 
-def _rank(traits: FormatTraits, device: DeviceFacts) -> tuple[Any, ...]:
+def gpu_score(traits: FormatTraits, budget: int) -> float:
+    """gpu_speed, scaled down where fewer than GPU_FULL_BATCH_TOKENS fit in a batch beside the weights."""
+    return round(traits.gpu_speed * min(1.0, budget / GPU_FULL_BATCH_TOKENS), 3)
+
+
+def _rank(traits: FormatTraits, device: DeviceFacts, budget: int) -> tuple[Any, ...]:
     if device.kind == "cpu":
         # Without native bf16 the CPU emulates it and a bf16 PyTorch model runs slower than fp32.
         native = device.cpu_bf16 or not traits.needs_native_bf16
         return (native, traits.cpu_speed, traits.fidelity)
-    return (traits.fidelity, traits.cpu_speed)
+    return (gpu_score(traits, budget), traits.fidelity)
 
 
 def assess(folder: str, manifest: Manifest, traits: FormatTraits | None, device: DeviceFacts,
@@ -171,7 +187,7 @@ def assess(folder: str, manifest: Manifest, traits: FormatTraits | None, device:
     else:
         why = f"one {max_length}-token sequence needs {format_bytes(peak)} > {format_bytes(usable)} usable"
     blocker = _blocker(manifest, traits, device, max_length, verdict, allow_unverified, backends)
-    rank = _rank(traits, device) if traits else ()
+    rank = _rank(traits, device, token_budget(manifest, usable, max_length)) if traits else ()
     return Candidate(folder, manifest.format, manifest.memory.weight_bytes, peak, fits, verdict,
                      fits and blocker is None, blocker or why, rank)
 
@@ -212,7 +228,7 @@ def choose_artifact(artifacts: Sequence[tuple[str | Path, Manifest]], device: De
         budget = token_budget(manifest, device.usable_bytes, max_length)
     note = "" if chosen is None or chosen.verdict == "pass" else \
         f"UNVERIFIED: {chosen.format} parity {chosen.verdict}; chosen only because --allow-unverified was given"
-    preference = "fastest on this CPU" if device.kind == "cpu" else "highest fidelity"
+    preference = "fastest on this CPU" if device.kind == "cpu" else "fastest on this GPU with room for its batches"
     return Decision(device, max_length, cands, chosen, budget, allow_unverified, note, preference)
 
 

@@ -49,7 +49,8 @@ def search_key(source: Any, settings: SearchSettings, calib: Any) -> str:
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def cached_search(source: Any, settings: SearchSettings, calib: Any, progress: bool) -> tuple[AWQResult, dict]:
+def cached_search(source: Any, settings: SearchSettings, calib: Any, progress: bool,
+                  device: str = "cpu") -> tuple[AWQResult, dict]:
     """The AWQ search of the source's decoder for these settings and calibration: from the cache when it
     holds one, else run (and stored). Returns the result and its provenance for the manifest."""
     key = search_key(source, settings, calib)
@@ -63,10 +64,12 @@ def cached_search(source: Any, settings: SearchSettings, calib: Any, progress: b
         except Exception as exc:  # noqa: BLE001 (safetensors, json and key errors share no base) search again
             log.warning("AWQ: ignoring the unreadable cached search %s (%s)", path, exc)
     start = time.perf_counter()
-    result = search(source.lm.model, calib.input_ids, source.contract.pad_id, settings, progress=progress)
+    result = search(source.lm.model, calib.input_ids, source.contract.pad_id, settings, progress=progress,
+                    device=device)
     seconds = time.perf_counter() - start
     _store(result, path)
-    return result, {**provenance, "search_from": "this export", "search_seconds": round(seconds, 1),
+    return result, {**provenance, "search_from": "this export", "search_device": device,
+                    "search_seconds": round(seconds, 1),
                     "search_summary": result.summary()}
 
 

@@ -369,16 +369,36 @@ def search_block(block: nn.Module, index: int, batches: Sequence[Batch], setting
     return scales, clips, [replace(b, hidden=h) for b, h in zip(batches, outputs)]
 
 
+def to_device(value: Any, device: str) -> Any:
+    """Tensors (also inside tuples, lists, dicts and Batches) moved to `device`; everything else as is."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, Batch):
+        return Batch(to_device(value.hidden, device), to_device(value.kwargs, device), value.mask.to(device))
+    if isinstance(value, (tuple, list)):
+        return type(value)(to_device(v, device) for v in value)
+    if isinstance(value, dict):
+        return {k: to_device(v, device) for k, v in value.items()}
+    return value
+
+
 def search(decoder: nn.Module, sequences: Sequence[Sequence[int]], pad_id: int,
-           settings: SearchSettings = SearchSettings(), progress: bool = True) -> AWQResult:  # noqa: B008
-    """Run the AWQ search over every decoder block of a float Qwen3 decoder (left unchanged)."""
+           settings: SearchSettings = SearchSettings(), progress: bool = True,  # noqa: B008
+           device: str = "cpu") -> AWQResult:
+    """Run the AWQ search over every decoder block of a float Qwen3 decoder (left unchanged).
+
+    On a GPU (`device` "cuda") one block at a time is copied there, so a model larger than the card
+    still searches; the calibration activations live on the device, the results come back to the CPU.
+    """
     result = AWQResult(settings)
     with torch.inference_mode():
         batches = capture_block_inputs(decoder, sequences, pad_id, settings.batch_tokens, settings.torch_dtype())
+        batches = to_device(batches, device)
         for index, block in enumerate(tqdm(decoder.layers, desc="AWQ search", disable=not progress)):
-            scales, clips, batches = search_block(block, index, batches, settings)
-            result.scales.extend(scales)
-            result.clips.extend(clips)
+            here = block if device == "cpu" else copy.deepcopy(block).to(device)
+            scales, clips, batches = search_block(here, index, batches, settings)
+            result.scales.extend(replace(r, scales=r.scales.cpu()) for r in scales)
+            result.clips.extend(replace(c, max_val=c.max_val.cpu()) for c in clips)
             for r in scales:
                 log.debug("block %d %s: alpha %.2f, error %.3g (s=1: %.3g)", index, r.prev, r.alpha,
                           r.loss, r.loss_rtn)

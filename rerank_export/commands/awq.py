@@ -29,12 +29,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calib-max-length", type=max_length_int, default=DEFAULT_MAX_LENGTH,
                         help=f"tokens per calibration prompt; documents are truncated (default {DEFAULT_MAX_LENGTH})")
     parser.add_argument("--no-clip", action="store_true", help="skip the clipping-range search (faster)")
+    parser.add_argument("--search-device", choices=["cpu", "cuda"], default="cpu",
+                        help="where the AWQ search runs (cuda: one block at a time on the GPU; default cpu)")
 
 
 def run(args: argparse.Namespace) -> int:
     options = {"w_bit": args.w_bit, "group_size": args.group_size, "calib": args.calib,
                "calib_samples": args.calib_samples, "calib_max_length": args.calib_max_length,
-               "clip": not args.no_clip}
+               "clip": not args.no_clip, "search_device": args.search_device}
     (manifest,) = export_formats(args.model, args.revision, Path(args.out), [FORMAT], {FORMAT: options},
                                  replace=args.force, where={FORMAT: "command-line options"})
     print(f"{Path(args.out) / manifest.format}  ({manifest.memory.weight_bytes / 2**20:.1f} MiB resident weights)")

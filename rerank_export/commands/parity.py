@@ -27,6 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--only", action="append", metavar="NAME", help="check only these artifact folders")
     parser.add_argument("--max-queries", type=positive_int, default=None,
                         help="use only the first N queries of each eval set (quick checks)")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                        help="where the artifacts run (default cpu); with cuda, formats that run on a GPU "
+                             "only (the reference stays fp32 on the CPU)")
     parser.add_argument("--engine", choices=["builtin", "vllm"], default="builtin",
                         help="score with the built-in runtime (default) or through a vLLM server per artifact "
                              "(the artifacts vLLM loads; reports parity-vllm.*, the runtime's verdict stays)")
@@ -40,11 +43,12 @@ def run(args: argparse.Namespace) -> int:
     thresholds = load_thresholds(args.thresholds)
     names = artifact_names(Path(args.artifacts), args.only)
     engine = _engine(args)
+    names = _on_device(Path(args.artifacts), names, args.device, engine)
     if engine is not None:
         names = _vllm_loadable(Path(args.artifacts), names)
     source = SourceModel(args.model, args.revision)
     reports = check_artifacts(Path(args.artifacts), source, eval_sets, thresholds, names,
-                              progress=not args.quiet, engine=engine)
+                              progress=not args.quiet, engine=engine, device=args.device)
     print(render_markdown(reports), end="")
     failed = [r.name for r in reports if not r.passed]
     if failed:
@@ -62,6 +66,26 @@ def artifact_names(root: Path, only: list[str] | None) -> list[str]:
         raise UsageError(f"--only {missing[0]}: no artifact folder of that name under '{root}' "
                          f"(found: {', '.join(names)})")
     return [n for n in names if only is None or n in only]
+
+
+def _on_device(root: Path, names: list[str], device: str, engine: object | None) -> list[str]:
+    """The artifacts that run on `device` (the registry's devices); cuda needs a visible GPU."""
+    if device == "cpu":
+        return names
+    from ..formats import FORMATS
+    from ..host import cuda_available
+
+    if engine is not None:
+        raise UsageError("--device cuda applies to the built-in runtime; vLLM picks its own device")
+    if not cuda_available():
+        raise UsageError("--device cuda asked for but no CUDA GPU is visible; run parity on the CPU (the default)")
+    formats = {folder.name: m.format for folder, m in load_artifacts(root)}
+    kept = [n for n in names if device in getattr(FORMATS.get(formats.get(n, "")), "devices", {})]
+    for name in sorted(set(names) - set(kept)):
+        print(f"rerank-export: skipping {name}: its format does not run on {device}", file=sys.stderr)
+    if not kept:
+        raise UsageError(f"none of the artifacts under '{root}' runs on {device}")
+    return kept
 
 
 def _engine(args: argparse.Namespace) -> object | None:

@@ -64,6 +64,15 @@ ONNX_INT4_LIMITS = AWQ_LIMITS
 # cpu_speed ranks CPU picks. Measured on the 0.6B shape, 2 threads, 100 documents through the runtime
 # (benchmarks/RESULTS.md): onnx-int8 2.0 pairs/s, bf16 with native bf16 1.7 (emulated: last), onnx-int4
 # 1.6, onnx-fp32 1.1, fp32 0.84, awq-int4 0.80.
+# gpu_speed ranks CUDA picks (with headroom, select.py). Not yet measured on a GPU (benchmarks/gpu_check.py
+# measures it): 16-bit tensor-core GEMMs first, awq-int4 next (it dequantises each 4-bit layer per call,
+# then runs an fp16 GEMM), fp32 last (twice the bytes, no tensor cores without TF32).
+
+# Where each graph really runs. onnxruntime's GroupQueryAttention has CUDA kernels for fp16 and bf16 only,
+# and the int8 graphs' DynamicQuantizeMatMul is a CPU kernel, so fp32, int8 and int4 graphs are CPU graphs;
+# the fp16 graph is a CUDA graph (its fp16 kernels are slow on a CPU).
+_CPU_EP, _CUDA_EP = {"cpu": "CPUExecutionProvider"}, {"cuda": "CUDAExecutionProvider"}
+_TORCH_ANYWHERE = {"cpu": "torch", "cuda": "torch"}
 
 _ONNX = {"family": "onnx", "backend": "onnxruntime", "loader": onnx.load, "extra": "cpu"}
 _TORCH = {"backend": "torch", "vllm_loadable": True}
@@ -72,24 +81,24 @@ _BASELINE = {**_TORCH, "family": "baseline", "exporter": baseline.export, "loade
 
 FORMATS: dict[str, FormatSpec] = {s.name: s for s in (
     FormatSpec("awq-int4", family="awq", dtype="int4", thresholds=AWQ_LIMITS, fidelity=40, cpu_speed=10,
-               devices=("cpu", "cuda"), exporter=awq.export, loader=awq.load, options=awq.AwqOptions,
-               vllm_quantization="awq", **_TORCH),
-    FormatSpec("baseline-bf16", dtype="bf16", thresholds=HALF_LIMITS, fidelity=80, cpu_speed=65,
-               devices=("cpu", "cuda"), needs_native_bf16=True, **_BASELINE),
-    FormatSpec("baseline-fp16", dtype="fp16", thresholds=HALF_LIMITS, fidelity=85, cpu_speed=5,
-               devices=("cuda",), **_BASELINE),
-    FormatSpec("baseline-fp32", dtype="fp32", thresholds=FP32_LIMITS, fidelity=100, cpu_speed=20,
-               devices=("cpu", "cuda"), **_BASELINE),
-    FormatSpec("onnx-fp16", dtype="fp16", thresholds=ONNX_FP16_LIMITS, fidelity=85, cpu_speed=10,
-               devices=("cuda",), exporter=onnx.export, exporter_many=onnx.export_many,
+               gpu_speed=60, devices=_TORCH_ANYWHERE, exporter=awq.export, loader=awq.load,
+               options=awq.AwqOptions, vllm_quantization="awq", **_TORCH),
+    FormatSpec("baseline-bf16", dtype="bf16", thresholds=HALF_LIMITS, fidelity=80, cpu_speed=65, gpu_speed=95,
+               devices=_TORCH_ANYWHERE, needs_native_bf16=True, **_BASELINE),
+    FormatSpec("baseline-fp16", dtype="fp16", thresholds=HALF_LIMITS, fidelity=85, cpu_speed=5, gpu_speed=100,
+               devices={"cuda": "torch"}, **_BASELINE),
+    FormatSpec("baseline-fp32", dtype="fp32", thresholds=FP32_LIMITS, fidelity=100, cpu_speed=20, gpu_speed=30,
+               devices=_TORCH_ANYWHERE, **_BASELINE),
+    FormatSpec("onnx-fp16", dtype="fp16", thresholds=ONNX_FP16_LIMITS, fidelity=85, cpu_speed=10, gpu_speed=80,
+               devices=_CUDA_EP, exporter=onnx.export, exporter_many=onnx.export_many,
                options=onnx.OnnxFp16Options, **_ONNX),
-    FormatSpec("onnx-fp32", dtype="fp32", thresholds=ONNX_FP32_LIMITS, fidelity=100, cpu_speed=40,
-               devices=("cpu", "cuda"), exporter=onnx.export, exporter_many=onnx.export_many,
+    FormatSpec("onnx-fp32", dtype="fp32", thresholds=ONNX_FP32_LIMITS, fidelity=100, cpu_speed=40, gpu_speed=0,
+               devices=_CPU_EP, exporter=onnx.export, exporter_many=onnx.export_many,
                options=onnx.OnnxOptions, **_ONNX),
-    FormatSpec("onnx-int4", dtype="int4", thresholds=ONNX_INT4_LIMITS, fidelity=35, cpu_speed=60,
-               devices=("cpu", "cuda"), exporter=onnx.export_int4, options=onnx.OnnxInt4Options, **_ONNX),
-    FormatSpec("onnx-int8", dtype="int8", thresholds=ONNX_INT8_LIMITS, fidelity=60, cpu_speed=70,
-               devices=("cpu", "cuda"), exporter=onnx.export, exporter_many=onnx.export_many,
+    FormatSpec("onnx-int4", dtype="int4", thresholds=ONNX_INT4_LIMITS, fidelity=35, cpu_speed=60, gpu_speed=0,
+               devices=_CPU_EP, exporter=onnx.export_int4, options=onnx.OnnxInt4Options, **_ONNX),
+    FormatSpec("onnx-int8", dtype="int8", thresholds=ONNX_INT8_LIMITS, fidelity=60, cpu_speed=70, gpu_speed=0,
+               devices=_CPU_EP, exporter=onnx.export, exporter_many=onnx.export_many,
                options=onnx.OnnxInt8Options, **_ONNX),
 )}
 

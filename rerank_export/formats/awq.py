@@ -57,6 +57,8 @@ class AwqOptions:
     batch_tokens: int = SearchSettings.batch_tokens
     search_dtype: str = option(SearchSettings.search_dtype, one_of(*SEARCH_DTYPES),
                                "dtype of the search's forward passes")
+    # Not a search setting: a CPU and a GPU search of the same settings share one cache entry.
+    search_device: str = option("cpu", one_of("cpu", "cuda"), "where the search runs (cuda: a block at a time)")
 
     def settings(self) -> SearchSettings:
         return SearchSettings(**{f.name: getattr(self, f.name) for f in fields(SearchSettings)})
@@ -110,10 +112,20 @@ def run_search(source: Any, options: AwqOptions) -> tuple[Any, dict[str, Any]]:
 
     settings = options.settings()
     check_group_size(source.lm.model, settings.group_size)
+    check_search_device(options.search_device)
     calib = options.calibration(source.tokenizer)
     log.info("AWQ: %d calibration prompts (%d tokens) from %s; settings %s", len(calib.input_ids),
              calib.num_tokens, calib.name, settings)
-    return cached_search(source, settings, calib, progress=bars_enabled())
+    return cached_search(source, settings, calib, progress=bars_enabled(), device=options.search_device)
+
+
+def check_search_device(device: str) -> None:
+    """A GPU search needs a visible GPU; said before the calibration set is built."""
+    from ..host import cuda_available
+
+    if device == "cuda" and not cuda_available():
+        raise UsageError("--search-device cuda asked for but no CUDA GPU is visible; search on the CPU "
+                         "(the default)")
 
 
 def export(source: Any, folder: Path, spec: Any, options: AwqOptions) -> Manifest:
@@ -183,6 +195,13 @@ def empty_model(config: Any, group_size: int, device: str, compute_dtype: Any) -
     return model
 
 
+def compute_dtype(device: str) -> Any:
+    """fp32 on a CPU (its fp16 matmuls are slow or emulated), fp16 on a GPU (AWQ's own W4A16)."""
+    import torch
+
+    return torch.float32 if str(device).startswith("cpu") else torch.float16
+
+
 def load(folder: Path, manifest: Manifest | None, device: str = "cpu") -> TorchBackend:
     """A Backend over the 4-bit model: fp32 compute on CPU, fp16 on CUDA; weights stay packed."""
     import torch
@@ -192,7 +211,7 @@ def load(folder: Path, manifest: Manifest | None, device: str = "cpu") -> TorchB
     folder = Path(folder)
     qcfg = read_quant_config(folder)
     config = AutoConfig.from_pretrained(str(folder))
-    compute = torch.float32 if str(device).startswith("cpu") else torch.float16
+    compute = compute_dtype(device)
     model = empty_model(config, qcfg["group_size"], device, compute)
     try:
         state = load_file(str(folder / WEIGHTS_FILE), device=str(device))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -91,9 +91,11 @@ class FormatSpec:
     dtype: str  # storage precision of the decoder weights
     backend: str  # torch | onnxruntime
     thresholds: Thresholds
-    fidelity: int  # higher = closer to the reference; the selector prefers it on GPUs
-    cpu_speed: int  # higher = faster on a CPU; the selector prefers it on CPUs
-    devices: tuple[str, ...]  # where the format runs: "cpu", "cuda"
+    fidelity: int  # higher = closer to the reference; breaks ties in the selector
+    cpu_speed: int  # higher = faster on a CPU; the selector ranks CPU picks by it
+    gpu_speed: int  # higher = faster on a CUDA GPU; the selector weighs it with headroom (select.py)
+    # Where the format runs, and on what: {"cpu" | "cuda": "torch" or an onnxruntime execution provider}.
+    devices: Mapping[str, str]
     exporter: Exporter
     loader: Loader
     options: type  # the exporter's options dataclass (formats/options.py parses it)

@@ -10,12 +10,14 @@ import pytest
 from rerank_export.errors import UsageError
 from rerank_export.manifest import Manifest, MemoryModel
 from rerank_export.select import (
+    GPU_FULL_BATCH_TOKENS,
     MAX_TOKEN_BUDGET,
     USABLE_FRACTION,
     DeviceFacts,
     FormatTraits,
     choose_artifact,
     cpu_supports_bf16,
+    gpu_score,
     parse_memory,
     render_decision,
     token_budget,
@@ -26,12 +28,13 @@ GiB, MiB = 2**30, 2**20
 PASS, FAIL = {"verdict": "pass"}, {"verdict": "fail"}
 
 TRAITS = {
-    "fp32": FormatTraits(fidelity=100, cpu_speed=20, devices=("cpu", "cuda"), dtype="fp32", backend="torch"),
+    "fp32": FormatTraits(fidelity=100, cpu_speed=20, devices=("cpu", "cuda"), dtype="fp32", backend="torch",
+                         gpu_speed=30),
     "bf16": FormatTraits(fidelity=80, cpu_speed=30, devices=("cpu", "cuda"), dtype="bf16", backend="torch",
-                         needs_native_bf16=True),
-    "fp16": FormatTraits(fidelity=85, cpu_speed=5, devices=("cuda",), dtype="fp16", backend="torch"),
+                         needs_native_bf16=True, gpu_speed=95),
+    "fp16": FormatTraits(fidelity=85, cpu_speed=5, devices=("cuda",), dtype="fp16", backend="torch", gpu_speed=100),
     "onnx-int8": FormatTraits(fidelity=40, cpu_speed=90, devices=("cpu",), dtype="int8", backend="onnxruntime"),
-    "int4": FormatTraits(fidelity=50, cpu_speed=10, devices=("cuda",), dtype="int4", backend="torch"),
+    "int4": FormatTraits(fidelity=50, cpu_speed=10, devices=("cuda",), dtype="int4", backend="torch", gpu_speed=60),
 }
 
 
@@ -71,10 +74,32 @@ def test_fit_needs_room_for_one_full_length_sequence():
     assert choose(arts, gpu(4 * GiB), max_length=4096).chosen.format == "fp32"
 
 
-def test_gpu_prefers_fidelity_among_those_that_fit():
+def test_gpu_prefers_the_fastest_format_with_room_for_full_batches():
     arts = [manifest("bf16", 1 * GiB), manifest("fp32", 2 * GiB), manifest("int4", GiB // 2)]
-    assert choose(arts, gpu(24 * GiB)).chosen.format == "fp32"
-    assert choose(arts, gpu(int(2.5 * GiB))).chosen.format == "bf16"
+    # Room for full batches everywhere: 16-bit beats fp32 (twice the bytes, no tensor cores) and int4.
+    assert choose(arts, gpu(24 * GiB)).chosen.format == "bf16"
+    assert choose(arts + [manifest("fp16", GiB)], gpu(24 * GiB)).chosen.format == "fp16"
+
+
+def test_gpu_weighs_speed_by_headroom():
+    # 100 KB per token: bf16's 1 GiB of weights leaves room for ~4,100 tokens per batch in 1.9 GiB usable,
+    # a quarter of GPU_FULL_BATCH_TOKENS (95 x 0.25 = 24); int4's 0.25 GiB leaves ~12,600 (60 x 0.77 = 46).
+    arts = [manifest("bf16", 1 * GiB), manifest("int4", GiB // 4)]
+    decision = choose(arts, gpu(int(2.1 * GiB)), max_length=2048)
+    assert decision.chosen.format == "int4"
+    ranks = {c.format: c.rank[0] for c in decision.candidates}
+    assert ranks["int4"] > ranks["bf16"] > 0
+    assert gpu_score(TRAITS["bf16"], GPU_FULL_BATCH_TOKENS) == 95  # full batches: the full speed
+    assert gpu_score(TRAITS["bf16"], GPU_FULL_BATCH_TOKENS // 4) == pytest.approx(95 / 4)
+    # With room for full batches the fastest wins again.
+    assert choose(arts, gpu(8 * GiB), max_length=2048).chosen.format == "bf16"
+
+
+def test_gpu_equal_speed_goes_to_fidelity():
+    traits = {**TRAITS, "int4": FormatTraits(50, 10, ("cuda",), "int4", "torch", gpu_speed=100)}
+    arts = [manifest("fp16", GiB), manifest("int4", GiB // 2)]
+    decision = choose_artifact([(f"/a/{m.format}", m) for m in arts], gpu(24 * GiB), 8192, traits)
+    assert decision.chosen.format == "fp16"
 
 
 def test_never_picks_failed_or_unchecked_parity():
@@ -95,8 +120,8 @@ def test_allow_unverified_says_so_in_the_result():
 
 
 def test_allow_unverified_still_prefers_a_verified_artifact():
-    arts = [manifest("fp32", GiB, parity=FAIL), manifest("bf16", GiB)]
-    assert choose(arts, gpu(24 * GiB), allow_unverified=True).chosen.format == "bf16"
+    arts = [manifest("bf16", GiB, parity=FAIL), manifest("fp32", GiB)]
+    assert choose(arts, gpu(24 * GiB), allow_unverified=True).chosen.format == "fp32"
 
 
 def test_cpu_prefers_fastest_and_skips_gpu_only_formats():

@@ -13,6 +13,7 @@ import pytest
 
 from rerank_export.cli import main
 from rerank_export.errors import ArtifactError
+from rerank_export.host import CUDA_CONTEXT_BYTES
 from rerank_export.manifest import Manifest, MemoryModel
 from rerank_export.select import USABLE_FRACTION, DeviceFacts, FormatTraits, choose_artifact
 from rerank_export.vllm_command import (
@@ -139,8 +140,10 @@ def test_print_command_for_a_gpu_plan(baseline_artifacts, capsys, monkeypatch):
     monkeypatch.setattr("rerank_export.host.cuda_available", lambda: False)
     cmd = print_command([str(baseline_artifacts), "--device", "cuda", "--memory", "16GiB", "--max-length", "2048",
                          "--allow-unverified"], capsys)
-    assert flag(cmd, "--model").endswith("baseline-fp32")  # highest fidelity on a GPU
-    assert flag(cmd, "--gpu-memory-utilization") == f"{USABLE_FRACTION:.2f}"
+    assert flag(cmd, "--model").endswith("baseline-bf16")  # the fastest on a GPU with room for its batches
+    # The usable share of a 16 GiB card once the CUDA context is taken off (host.CUDA_CONTEXT_BYTES).
+    usable = USABLE_FRACTION * (16 * 2**30 - CUDA_CONTEXT_BYTES) / (16 * 2**30)
+    assert flag(cmd, "--gpu-memory-utilization") == f"{usable:.2f}"
     assert not any(c.startswith(KV_CACHE_ENV) for c in cmd)
 
 
