@@ -26,6 +26,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from realshape import OUT, ROOT, build_real_shape, run_worker, write_section
 
@@ -48,13 +49,14 @@ def documents(n: int, tokens: int = 200) -> list[str]:
 
 # ---------------------------------------------------------------- workers (run in their own process)
 
-def _model_card_scorer(model_dir: str, batch: int):
-    """The Qwen3-Reranker model card's transformers code, verbatim in substance (fp32, full logits)."""
+def _model_card_scorer(model_dir: str, batch: int, device: str = "cpu", dtype: Any = None):
+    """The Qwen3-Reranker model card's transformers code, verbatim in substance (fp32 unless told, full
+    logits); on a GPU the card loads it in fp16 or bf16 (`dtype`)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype or torch.float32).to(device).eval()
     yes, no = tokenizer.convert_tokens_to_ids("yes"), tokenizer.convert_tokens_to_ids("no")
     prefix = ("<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the "
               "Instruct provided. Note that the answer can only be \"yes\" or \"no\".<|im_end|>\n<|im_start|>user\n")
@@ -70,7 +72,7 @@ def _model_card_scorer(model_dir: str, batch: int):
             inputs = tokenizer(pairs, padding=False, truncation="longest_first", return_attention_mask=False,
                                max_length=8192 - len(pre) - len(suf))
             inputs["input_ids"] = [pre + ids + suf for ids in inputs["input_ids"]]
-            inputs = tokenizer.pad(inputs, padding=True, return_tensors="pt", max_length=8192)
+            inputs = tokenizer.pad(inputs, padding=True, return_tensors="pt", max_length=8192).to(device)
             logits = model(**inputs).logits[:, -1, :]
             pair = torch.nn.functional.log_softmax(torch.stack([logits[:, no], logits[:, yes]], dim=1), dim=1)
             out += pair[:, 1].exp().tolist()
