@@ -40,7 +40,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
-from bench_compare import QUERY, _model_card_scorer, documents  # noqa: E402
+from bench_compare import QUERY, _model_card_scorer, documents
 
 FORMATS = ("baseline-bf16", "baseline-fp16", "awq-int4")
 CARD_DTYPE = {"baseline-bf16": "bfloat16", "baseline-fp16": "float16"}  # the card's code at the same precision
@@ -101,7 +101,7 @@ def export_and_gate(model: Path, root: Path, device: str) -> dict[str, Any]:
 def pick(root: Path, device: str, memory: str) -> tuple[str | None, str]:
     """The CLI's choice for the card and its table."""
     out = cli("pick", str(root), "--device", device, "--memory", memory).stdout
-    match = re.search(r"^choice: (\S+)", out, re.M)
+    match = re.search(r"^choice: (\S+)", out, re.MULTILINE)
     return (match.group(1) if match and match.group(1) != "none." else None), out
 
 
@@ -330,12 +330,12 @@ def machine(device: str) -> dict[str, Any]:
 def render(results: dict[str, Any]) -> str:
     m = results["machine"]
     lines = [f"# GPU check on {m.get('gpu') or m['cpu']['model']} ({m['device']})", "",
-             f"torch {m.get('torch')}, transformers {m.get('transformers')}, CUDA {m.get('cuda')}; "
-             f"budget {results['memory']}; {results['seconds']:.0f} s", ""]
+             (f"torch {m.get('torch')}, transformers {m.get('transformers')}, CUDA {m.get('cuda')}; "
+             f"budget {results['memory']}; {results['seconds']:.0f} s"), ""]
     for name, shape in results["shapes"].items():
         lines += [f"## {name}", "", f"pick: {shape.get('chosen')}; gate: {shape.get('gate', {}).get('verdicts')}", "",
-                  "| artifact | pairs/s | vs model card | est./peak | peak alloc MiB | reserved MiB | OOM retries "
-                  "| CPU-vs-device max dp |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+                  ("| artifact | pairs/s | vs model card | est./peak | peak alloc MiB | reserved MiB | OOM retries "
+                  "| CPU-vs-device max dp |"), "|---|---:|---:|---:|---:|---:|---:|---:|"]
         for fmt, r in shape.get("artifacts", {}).items():
             if "error" in r:
                 lines.append(f"| {fmt} | error: {r['error']} ||||||| ")

@@ -98,9 +98,8 @@ class Reranker:
     def from_folder(cls, folder: Path, manifest: Manifest, decision: Decision, prefix_reuse: bool = True,
                     progress: bool = False) -> Reranker:
         from .formats import get_format
-        from .prefix import PrefixReuseBackend, supports_prefix_reuse
-
         from .host import cap_cuda_memory
+        from .prefix import PrefixReuseBackend, supports_prefix_reuse
 
         spec = get_format(manifest.format)
         contract = _load_contract(folder, manifest, decision.max_length)

@@ -44,7 +44,7 @@ def test_build_then_skip_then_force(tiny_model, tmp_path, capsys):
              for n in ("baseline-bf16", "baseline-fp32")}
     assert f"| {sizes['baseline-bf16']:,} | 1.00x | PASS |" in summary
     assert f"| {sizes['baseline-fp32']:,} | {sizes['baseline-fp32'] / sizes['baseline-bf16']:.2f}x | PASS |" in summary
-    assert "| gpu-4gb | cuda | 4GiB | 8192 | baseline-fp32 |" in summary
+    assert "| gpu-4gb | cuda | 4GiB | 8192 | baseline-bf16 |" in summary  # 16-bit first on GPUs; the GPU check runs it
     assert "| too-small | cpu | 1MiB |" in summary and "nothing fits" in summary
     first = read_manifest(out / "baseline-bf16").created
     assert read_manifest(out / "baseline-bf16").recipe["recipe"] == "test"

@@ -210,3 +210,20 @@ def test_attention_that_grows_with_length_rules_out_long_sequences():
     assert choose([flat], device).candidates[0].fits  # the flat rule would have said 8192 fits
     # Batches are planned at the longest sequence's per-token cost, so they shrink as it grows.
     assert token_budget(growing, 12 * GiB, 8192) < token_budget(flat, 12 * GiB, 8192)
+
+
+def test_a_4gib_card_gets_an_artifact_the_gpu_check_runs(monkeypatch):
+    """Every format of the registry at the 0.6B's sizes (CPU-measured per-token cost): the 4 GiB choice is one
+    benchmarks/gpu_check.py exports, loads and serves on CUDA (16-bit first; never an fp32 or CPU graph)."""
+    from rerank_export import host
+    from rerank_export.formats import FORMATS
+
+    monkeypatch.setattr(host, "cuda_available", lambda: False)  # planning for a card elsewhere
+    sizes = {"fp32": 2.4 * GiB, "fp16": 1.2 * GiB, "bf16": 1.2 * GiB, "int8": 0.9 * GiB, "int4": 0.55 * GiB}
+    arts = [(f"/a/{name}", Manifest(format=name, dtype=spec.dtype, source_model="m", source_revision=None, yes_id=1,
+                                    no_id=2, max_length=32768, parity=PASS,
+                                    memory=MemoryModel(int(sizes[spec.dtype]), 0, 60 * 1024)))
+            for name, spec in FORMATS.items()]
+    decision = choose_artifact(arts, host.device_facts("cuda", "4GiB"), 8192, traits_from_formats())
+    assert decision.chosen.format == "baseline-fp16"  # among baseline-bf16/fp16 and awq-int4: the check's three
+    assert not any(c.eligible for c in decision.candidates if c.format in ("onnx-fp32", "onnx-int8", "onnx-int4"))
