@@ -18,6 +18,7 @@ import json
 import logging
 import re
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -25,11 +26,13 @@ from collections import deque
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from http import HTTPStatus
 from importlib import resources
 from typing import Any
 
 from . import api
 from .errors import ContractError, MissingExtra, RerankExportError, UsageError
+from .manifest import TOOLKIT_VERSION
 
 try:  # FastAPI reads handler annotations from this module's globals, so Request must live here
     from fastapi import FastAPI, Request
@@ -57,6 +60,21 @@ OPEN_PATHS = {"/", "/health", "/favicon.ico"}  # the page and probes work withou
 MAX_JSON_DEPTH = 16  # our bodies nest 4 deep; a bound keeps every later step off Python's recursion limit
 MAX_INT_DIGITS = 20  # longer integers are refused by name instead of hitting Python's 4,300-digit limit
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
+# vLLM's values of these meaning "no cut" (max_tokens_per_doc: 0 is its default; -1: the model's max).
+NO_CUT = {"max_tokens_per_doc": 0, "truncate_prompt_tokens": -1}
+# Fields checked here beside api.py's tables, because their values are validated, not only compared with one
+# harmless default. vLLM's request bookkeeping: every pooling request carries it, RerankRequest().model_dump()
+# included. (The README's field table lists them with api.py's.)
+BOOKKEEPING = {
+    "request_id": "the answer's id ends with it (vLLM)",
+    "user": "a string naming the end user (OpenAI, vLLM); accepted, nothing is accounted per user",
+    "cache_salt": "1 to 1,024 characters; accepted: no cache is shared between requests here",
+}
+RERANK_ONLY = {"relevant_spans": "Cohere v2; only {\"mode\": \"disabled\"}: no spans are computed"}
+RELEVANT_SPANS_KEYS = ("mode", "threshold", "max_spans")  # Cohere's RerankRelevantSpans
+MAX_CACHE_SALT = 1024  # vLLM's field limit
+TEI_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}  # TEI's names; int8/int4 stay ours
+SCORE_LABEL = "relevance"  # the one label of the artifacts' classifier head (formats/baseline.py)
 WILDCARD_BINDS = {"0.0.0.0", "::", ""}
 
 
@@ -104,6 +122,7 @@ class Options:
     instruction: str | None = None
     max_tokens_per_doc: int | None = None  # each document's own tokens
     truncate_prompt_tokens: int | None = None  # each whole pair, cut from the document's end
+    request_id: str | None = None  # vLLM's: the answer's id ends with it
 
 
 @dataclass(frozen=True)
@@ -153,24 +172,61 @@ def _optional_str(body: dict[str, Any], key: str) -> str | None:
     return None if value is None else _text(value, key)
 
 
-def _content_text(doc: dict[str, Any]) -> Any:
-    """vLLM's {"content": [{"type": "text", "text": ...}, ...]}: its text parts joined; None if any is not text."""
-    parts = doc["content"]
-    if not isinstance(parts, list) or not all(isinstance(p, dict) and p.get("type") == "text" and
-                                              isinstance(p.get("text"), str) for p in parts):
-        return None  # images and other parts: this is a text-only reranker
-    return "".join(p["text"] for p in parts)
+def _name(key: str, limit: int = 40) -> str:
+    return key if len(key) <= limit else f"{key[:limit]}... ({len(key)} characters)"
+
+
+def _only(obj: dict[str, Any], allowed: tuple[str, ...], where: str, why: str = "") -> None:
+    """Refuse a key of `obj` outside `allowed`, naming it: nothing a client sends is silently dropped."""
+    extra = next((key for key in obj if key not in allowed), None)
+    if extra is not None:
+        holds = " and ".join(f"'{a}'" for a in allowed)
+        raise RequestError(400, f"'{where}.{_name(extra)}' is not a field here: '{where}' holds only {holds}"
+                                f"{f' ({why})' if why else ''}", param=f"{where}.{_name(extra)}")
+
+
+def _text_part(part: Any, where: str) -> str:
+    if not isinstance(part, dict):
+        raise RequestError(400, f"'{where}' must be {{\"type\": \"text\", \"text\": string}}", param=where)
+    if part.get("type") != "text":
+        raise RequestError(400, f"'{where}.type' must be \"text\": this reranker reads text parts only (got "
+                                f"{show(part.get('type'))})", param=f"{where}.type")
+    _only(part, ("type", "text"), where)
+    if not isinstance(part.get("text"), str):
+        raise RequestError(400, f"'{where}.text' must be a string", param=f"{where}.text")
+    return _text(part["text"], f"{where}.text")
+
+
+def _content_text(parts: Any, where: str) -> str:
+    """vLLM's {"content": [{"type": "text", "text": ...}, ...]}: its text parts joined."""
+    if not isinstance(parts, list):
+        raise RequestError(400, f"'{where}' must be a list of {{\"type\": \"text\", \"text\": string}} parts",
+                           param=where)
+    return "".join(_text_part(part, f"{where}[{i}]") for i, part in enumerate(parts))
+
+
+def _document_dict(doc: dict[str, Any], where: str) -> Any:
+    """The text of {"text": ...} (Cohere, Jina) or {"content": [text parts]} (vLLM); other keys are refused."""
+    if "content" in doc:
+        _only(doc, ("content",), where)
+        return _content_text(doc["content"], f"{where}.content")
+    _only(doc, ("text",), where, "a text-only reranker: send other fields inside the text")
+    return doc.get("text")
 
 
 def _document_text(doc: Any, index: int, key: str = "documents") -> str:
-    if isinstance(doc, dict) and set(doc) == {"text"}:
-        doc = doc["text"]
-    elif isinstance(doc, dict) and set(doc) == {"content"}:
-        doc = _content_text(doc)
+    where = f"{key}[{index}]"
+    if isinstance(doc, dict):
+        doc = _document_dict(doc, where)
     if not isinstance(doc, str):
-        raise RequestError(400, f"'{key}[{index}]' must be a string, {{\"text\": string}} or {{\"content\": "
-                                f"[{{\"type\": \"text\", \"text\": string}}]}}", param=f"{key}[{index}]")
-    return _text(doc, f"{key}[{index}]")
+        raise RequestError(400, f"'{where}' must be a string, {{\"text\": string}} or {{\"content\": "
+                                f"[{{\"type\": \"text\", \"text\": string}}]}}", param=where)
+    return _text(doc, where)
+
+
+def _one_or_many(value: Any) -> Any:
+    """One document sent bare (vLLM's RerankRequest takes a string or one {"content": ...}) as a list of it."""
+    return [value] if isinstance(value, (str, dict)) else value
 
 
 def _documents(value: Any, limits: Limits, key: str = "documents") -> list[str]:
@@ -203,19 +259,43 @@ def _top_n(value: Any, count: int) -> int | None:
 
 def _token_count(body: dict[str, Any], key: str) -> int | None:
     value = body.get(key)
-    if value is None or (key == "truncate_prompt_tokens" and value == -1):  # vLLM: -1 = the model's max
+    if value is None or (type(value) is int and value == NO_CUT[key]):  # type(): True == 1 and False == 0
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise RequestError(400, f"'{key}' must be a positive integer, got {show(value)}", param=key)
+        raise RequestError(400, f"'{key}' must be a positive integer ({NO_CUT[key]}: no cut), got {show(value)}",
+                           param=key)
     return value
+
+
+def _cache_salt(body: dict[str, Any]) -> None:
+    salt = _optional_str(body, "cache_salt")
+    if salt is not None and not 0 < len(salt) <= MAX_CACHE_SALT:
+        raise RequestError(400, f"'cache_salt' must be 1 to {MAX_CACHE_SALT} characters, got {len(salt)} (as in "
+                                "vLLM)", param="cache_salt")
+
+
+def _relevant_spans(value: Any) -> None:
+    """Cohere v2's relevant_spans: accepted when disabled (no spans, which is what we answer), else refused."""
+    if value is None:
+        return
+    if not isinstance(value, dict):
+        raise RequestError(400, "'relevant_spans' must be an object such as {\"mode\": \"disabled\"}",
+                           param="relevant_spans")
+    _only(value, RELEVANT_SPANS_KEYS, "relevant_spans")
+    if value.get("mode") != "disabled":
+        raise RequestError(400, f"'relevant_spans.mode' {show(value.get('mode'))} is not supported here: this "
+                                "reranker scores whole documents and returns no spans; send {\"mode\": "
+                                "\"disabled\"} or leave it out", param="relevant_spans.mode")
 
 
 def _instruction(body: dict[str, Any]) -> str | None:
     """The top-level instruction, or vLLM's chat_template_kwargs.instruction (the same if both are sent)."""
     kwargs = body.get("chat_template_kwargs")
-    if kwargs is not None and (not isinstance(kwargs, dict) or set(kwargs) - {"instruction"}):
-        raise RequestError(400, "'chat_template_kwargs' may only hold 'instruction' (the Qwen3 template's "
-                                "only variable)", param="chat_template_kwargs")
+    if kwargs is not None and not isinstance(kwargs, dict):
+        raise RequestError(400, "'chat_template_kwargs' must be an object such as {\"instruction\": string}",
+                           param="chat_template_kwargs")
+    if kwargs:
+        _only(kwargs, ("instruction",), "chat_template_kwargs", "the Qwen3 template's only variable")
     top = _optional_str(body, "instruction")
     nested = _optional_str(kwargs, "instruction") if kwargs else None
     if top is not None and nested is not None and top != nested:
@@ -228,23 +308,26 @@ def parse_options(body: Any, kind: str) -> Options:
     """Check every field against the contract (api.py) and read the ones all routes share."""
     if not isinstance(body, dict):
         raise RequestError(400, "the request body must be a JSON object")
-    unread = api.unread_field(body, kind)
+    checked_here = {**BOOKKEEPING, **(RERANK_ONLY if kind == "rerank" else {})}
+    unread = api.unread_field({k: v for k, v in body.items() if k not in checked_here}, kind)
     if unread is not None:
         raise RequestError(400, unread[1], param=unread[0])
-    _optional_str(body, "model")
+    for key in ("model", "user"):
+        _optional_str(body, key)
+    _cache_salt(body)
+    if kind == "rerank":
+        _relevant_spans(body.get("relevant_spans"))
     return Options(_instruction(body), _token_count(body, "max_tokens_per_doc"),
-                   _token_count(body, "truncate_prompt_tokens"))
+                   _token_count(body, "truncate_prompt_tokens"), _optional_str(body, "request_id"))
 
 
 def parse_rerank(body: Any, limits: Limits) -> RerankRequest:
     """Validate a rerank body (vLLM, Cohere v1/v2, Jina)."""
     options = parse_options(body, "rerank")
     query = _query(body.get("query"))
-    documents = _documents(body.get("documents"), limits)
+    documents = _documents(_one_or_many(body.get("documents")), limits)
     top = _top_n(body.get("top_n"), len(documents))
-    return_documents = body.get("return_documents", True)
-    if not isinstance(return_documents, bool):
-        raise RequestError(400, "'return_documents' must be true or false", param="return_documents")
+    return_documents = _flag(body, "return_documents", True)
     return RerankRequest(query, documents, top, return_documents, options.instruction, options)
 
 
@@ -449,10 +532,15 @@ def rerank_response(reranker: Any, req: RerankRequest, model: str, limits: Limit
     scores, tokens, truncated = score_chunks(reranker, [(req.query, d) for d in req.documents],
                                              req.options, limits, cancel, turns)
     order = sorted(range(len(scores)), key=lambda i: -scores[i])[:req.top_n]  # stable: ties keep input order
+    # vLLM's RerankResult requires `document`: without return_documents its text is null, not the key absent
     results = [{"index": i, "relevance_score": scores[i],
-                **({"document": {"text": req.documents[i]}} if req.return_documents else {})} for i in order]
-    return {"id": f"rerank-{uuid.uuid4().hex}", "model": model, "results": results,
+                "document": {"text": req.documents[i] if req.return_documents else None}} for i in order]
+    return {"id": _answer_id("rerank", req.options), "model": model, "results": results,
             "usage": _usage(tokens, truncated)}
+
+
+def _answer_id(kind: str, options: Options) -> str:
+    return f"{kind}-{options.request_id if options.request_id is not None else uuid.uuid4().hex}"
 
 
 def tei_response(reranker: Any, req: TeiRequest, limits: Limits, turns: Turns,
@@ -467,10 +555,23 @@ def tei_response(reranker: Any, req: TeiRequest, limits: Limits, turns: Turns,
     return [{"index": i, "score": scores[i], **({"text": req.texts[i]} if req.return_text else {})} for i in order]
 
 
+def tei_info(reranker: Any, model: str, limits: Limits, threads: int) -> dict[str, Any]:
+    """TEI's GET /info (tei-client reads it before its first rerank): what this server is and its bounds."""
+    manifest = reranker.manifest
+    return {"model_id": model, "model_sha": manifest.source_revision,
+            "model_dtype": TEI_DTYPES.get(manifest.dtype, manifest.dtype),
+            "model_type": {"reranker": {"id2label": {"0": SCORE_LABEL}, "label2id": {SCORE_LABEL: 0}}},
+            "max_concurrent_requests": threads,  # requests worked on at once; more wait, none is refused
+            "max_input_length": reranker.max_length, "max_batch_tokens": CHUNK_TOKENS,
+            "max_batch_requests": CHUNK_PAIRS, "max_client_batch_size": limits.max_documents,
+            "auto_truncate": False,  # TEI's /rerank here cuts a text only when asked ('truncate': true)
+            "tokenization_workers": threads, "version": TOOLKIT_VERSION, "sha": None, "docker_label": None}
+
+
 def score_response(reranker: Any, req: ScoreRequest, model: str, limits: Limits, turns: Turns,
                    cancel: threading.Event) -> dict[str, Any]:
     scores, tokens, truncated = score_chunks(reranker, req.pairs, req.options, limits, cancel, turns)
-    return {"id": f"score-{uuid.uuid4().hex}", "object": "list", "model": model,
+    return {"id": _answer_id("score", req.options), "object": "list", "model": model,
             "data": [{"index": i, "object": "score", "score": s} for i, s in enumerate(scores)],
             "usage": _usage(tokens, truncated)}
 
@@ -524,7 +625,12 @@ def create_app(reranker: Any, model_name: str | None = None, api_key: str | None
 def error_body(status: int, message: str, kind: str = "invalid_request_error",
                param: str | None = None) -> dict[str, Any]:
     """The one error shape every refusal uses (vLLM's ErrorResponse; `code` is the HTTP status)."""
-    return {"error": {"message": message, "type": kind, "param": param, "code": status}}
+    return {"error": {"message": _encodable(message), "type": kind, "param": _encodable(param), "code": status}}
+
+
+def _encodable(text: str | None) -> str | None:
+    """`text` with any lone surrogate spelled as \\udXXX: an error naming a client's bad key must still encode."""
+    return None if text is None else text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _error(status: int, message: str, kind: str = "invalid_request_error", param: str | None = None,
@@ -617,27 +723,56 @@ def _parse_int(text: str) -> int | LongInteger:
     return LongInteger(text) if len(text.lstrip("-")) > MAX_INT_DIGITS else int(text)
 
 
-def _depth(value: Any) -> int:
-    """Nesting depth, walked without recursion."""
-    deepest, stack = 0, [(value, 1)]
+def _where(path: tuple | None) -> str | None:
+    """A walked path, ((None, "documents"), 0) -> 'documents[0]'; None for the body itself."""
+    parts = []
+    while path is not None:
+        path, key = path
+        parts.append(f"[{key}]" if isinstance(key, int) else f".{key}")
+    return "".join(reversed(parts)).lstrip(".") or None
+
+
+def _check_key(key: str, path: tuple | None) -> None:
+    """A key is never scored, but a refusal may name it: one holding a lone surrogate could not be encoded."""
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        where = _where(path)
+        raise RequestError(400, f"a key of {f'{where!r}' if where else 'the body'} holds a lone UTF-16 surrogate "
+                                f"{key[exc.start]!a} at character {exc.start}: send valid Unicode text",
+                           param=where) from None
+
+
+def check_tree(body: Any) -> None:
+    """Refuse nesting deeper than MAX_JSON_DEPTH and keys holding a lone surrogate, walked without recursion.
+
+    Paths are kept as linked tuples and spelled out only for a refusal: an 8 MiB body can hold millions of nodes.
+    """
+    stack: list[tuple[Any, int, tuple | None]] = [(body, 1, None)]
     while stack:
-        node, level = stack.pop()
-        deepest = max(deepest, level)
-        if isinstance(node, (list, dict)) and level <= MAX_JSON_DEPTH:
-            stack.extend((child, level + 1) for child in (node.values() if isinstance(node, dict) else node))
-    return deepest
+        node, level, path = stack.pop()
+        if not isinstance(node, (dict, list)) or not node:
+            continue
+        if level >= MAX_JSON_DEPTH:  # its children would sit one level deeper than allowed
+            raise RequestError(400, f"body nests deeper than {MAX_JSON_DEPTH} levels")
+        if isinstance(node, dict):
+            for key in node:
+                _check_key(key, path)
+            stack.extend((child, level + 1, (path, key)) for key, child in node.items())
+        else:
+            stack.extend((child, level + 1, (path, i)) for i, child in enumerate(node))
 
 
 def parse_json(raw: bytes) -> Any:
-    """The body as JSON: no NaN/Infinity, integers of at most MAX_INT_DIGITS digits, nesting bounded."""
+    """The body as JSON: no NaN/Infinity, integers of at most MAX_INT_DIGITS digits, nesting bounded, keys
+    valid Unicode."""
     try:
         body = json.loads(raw, parse_constant=_parse_constant, parse_int=_parse_int)
     except RecursionError:
         raise RequestError(400, f"body nests deeper than {MAX_JSON_DEPTH} levels") from None
     except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
         raise RequestError(400, f"body is not valid JSON: {getattr(exc, 'msg', exc)}") from None
-    if _depth(body) > MAX_JSON_DEPTH:
-        raise RequestError(400, f"body nests deeper than {MAX_JSON_DEPTH} levels")
+    check_tree(body)
     return body
 
 
@@ -703,7 +838,7 @@ async def run_bounded(request: Any, limits: Limits, fn: Any, *args: Any) -> Any:
         gone.cancel()
 
 
-ROUTES_HINT = f"POST {', '.join(api.RERANK_ROUTES + api.SCORE_ROUTES)}; GET /health, /v1/models, /"
+ROUTES_HINT = f"POST {', '.join(api.RERANK_ROUTES + api.SCORE_ROUTES)}; GET /health, /v1/models, /info, /"
 
 
 def check_model(body: dict[str, Any], model: str) -> None:
@@ -767,6 +902,13 @@ def _install_routes(app: Any, reranker: Any, model: str, limits: Limits) -> None
 
     created = int(time.time())  # OpenAI's Model.created: when this server started serving it
 
+    @app.get("/info")
+    async def info() -> dict[str, Any]:
+        from anyio.to_thread import current_default_thread_limiter
+
+        # requests are parsed, tokenized and scored in these worker threads
+        return tei_info(reranker, model, limits, int(current_default_thread_limiter().total_tokens))
+
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
         return {"object": "list", "data": [{"id": model, "object": "model", "created": created,
@@ -818,6 +960,28 @@ def _timeout_response(seconds: float) -> bytes:
             b"content-length: %d\r\n\r\n%s" % (len(body), body))
 
 
+def framing_error(exc: BaseException | None) -> tuple[int, str]:
+    """Status and message for a request h11 cannot parse; h11's own error says what is malformed."""
+    hint = getattr(exc, "error_status_hint", 400)
+    status = hint if 400 <= hint < 500 else 400  # h11 hints 501 for an unknown Transfer-Encoding: a client's fault
+    what = str(exc) or type(exc).__name__
+    what = what if len(what) <= 120 else f"{what[:120]}..."
+    if status == 431:
+        what = f"its header block is over this server's limit: {what}"
+    return status, f"malformed HTTP request ({what}); the connection is closed: fix the request's framing"
+
+
+def _framing_answer(conn: Any, status: int, message: str) -> bytes:
+    """`message` in our error shape, as h11 frames it on `conn` (which then expects the connection to close)."""
+    import h11
+
+    body = json.dumps(error_body(status, message)).encode()
+    head = h11.Response(status_code=status, reason=HTTPStatus(status).phrase.encode(),
+                        headers=[(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body)),
+                                 (b"connection", b"close")])
+    return conn.send(head) + conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage())
+
+
 @functools.lru_cache(maxsize=1)
 def read_deadline_protocol() -> type:
     """uvicorn's h11 protocol with a deadline on reading each request.
@@ -828,7 +992,12 @@ def read_deadline_protocol() -> type:
     or from the previous answer) has `read_timeout` for the headers to arrive; past it the connection gets a
     408 and is closed. The body's own deadline is body_deadline's, inside the app, which answers a 408; if
     the app has already answered, the protocol closes the connection after a second `read_timeout`.
+
+    A request h11 cannot parse (bad or conflicting Content-Length, two Host headers, a header block over h11's
+    limit, a bad chunk size) is answered in our JSON error shape, not uvicorn's plain text, unless an answer
+    has already begun; then the connection is only closed.
     """
+    import h11
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
     class ReadDeadlineH11(H11Protocol):
@@ -850,6 +1019,21 @@ def read_deadline_protocol() -> type:
             if self.read_timer is not None:
                 self.read_timer.cancel()
             super().connection_lost(exc)
+
+        def send_400_response(self, msg: str) -> None:
+            # uvicorn calls this inside its `except h11.RemoteProtocolError`: that error says what is malformed
+            status, message = framing_error(sys.exc_info()[1])
+            log.info("closing a connection from %s: %s", self.client, message)
+            cycle = self.cycle
+            if cycle is not None and not cycle.response_complete:
+                cycle.disconnected = True  # its app, if still running, sees a disconnect and answers nothing
+                cycle.message_event.set()
+            if self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+                try:
+                    self.transport.write(_framing_answer(self.conn, status, message))
+                except h11.LocalProtocolError:  # h11 will not frame an answer in this state: closing says enough
+                    pass
+            self.transport.close()
 
         def arm_read_timer(self) -> None:
             if self.read_timer is not None:

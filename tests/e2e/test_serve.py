@@ -111,7 +111,8 @@ def test_rerank_shape_and_scores_match_the_library(url, reranker, source):
 def test_rerank_alias_top_n_and_no_documents(url):
     body = {"query": "capital of France?", "documents": DOCS, "top_n": 2, "return_documents": False}
     data = httpx.post(f"{url}/rerank", json=body, timeout=30).json()
-    assert len(data["results"]) == 2 and all("document" not in x for x in data["results"])
+    # vLLM's RerankResult requires `document`: its text is null when not asked for
+    assert len(data["results"]) == 2 and all(x["document"] == {"text": None} for x in data["results"])
     clamped = httpx.post(f"{url}/rerank", json={**body, "top_n": 50}, timeout=30).json()
     assert len(clamped["results"]) == 3  # above the document count: all of them, as vLLM and Cohere do
     everything = httpx.post(f"{url}/rerank", json={**body, "top_n": 0}, timeout=30).json()
@@ -160,7 +161,7 @@ BAD_REQUESTS = [
     ("empty query", {"query": "  ", "documents": ["a"]}, 400, "'query' is empty"),
     ("missing query", {"documents": ["a"]}, 400, "'query' must be a string"),
     ("zero documents", {"query": "q", "documents": []}, 400, "'documents' is empty"),
-    ("documents not a list", {"query": "q", "documents": "a"}, 400, "must be a list"),
+    ("documents not a list", {"query": "q", "documents": 5}, 400, "must be a list"),
     ("non-string document", {"query": "q", "documents": ["a", 3]}, 400, "documents[1]"),
     ("dict without text", {"query": "q", "documents": [{"body": "a"}]}, 400, "documents[0]"),
     ("too many documents", {"query": "q", "documents": ["a"] * (MAX_DOCUMENTS + 1)}, 413, "cap of 20"),
@@ -225,6 +226,16 @@ HOSTILE = [  # issue 12: each of these was a plain-text 500 with a traceback in 
     ("surrogate in text_1", "/score", {"text_1": LONE, "text_2": ["a"]}, "surrogate", "text_1[0]"),
     ("surrogate in text_2", "/score", {"text_1": "q", "text_2": [LONE]}, "surrogate", "text_2[0]"),
     ("bytes not UTF-8", "/v1/rerank", b'{"query": "\xff", "documents": ["a"]}', "not valid JSON", None),
+    # issue 26: a lone surrogate in a key was a 500 (the refusal naming the key could not be encoded)
+    *[(f"surrogate in a key on {path}", path, {LONE: 1}, "a key of the body holds a lone UTF-16 surrogate", None)
+      for path in ["/v1/rerank", "/v2/rerank", "/rerank", "/score"]],
+    ("surrogate in a document's key", "/v1/rerank", {"query": "q", "documents": ["a", {"text": "b", LONE: 1}]},
+     "a key of 'documents[1]'", "documents[1]"),
+    ("surrogate in a content part's key", "/score",
+     {"queries": "q", "documents": [{"content": [{"type": "text", "text": "a", LONE: 1}]}]},
+     "a key of 'documents[0].content[0]'", "documents[0].content[0]"),
+    ("surrogate in a template kwarg", "/v1/rerank",
+     {"query": "q", "documents": ["a"], "chat_template_kwargs": {LONE: 1}}, "surrogate", "chat_template_kwargs"),
 ]
 
 
@@ -232,6 +243,40 @@ HOSTILE = [  # issue 12: each of these was a plain-text 500 with a traceback in 
 def test_hostile_bodies_get_a_400_naming_the_field(roomy_url, what, path, body, message, param):
     assert_error(post(roomy_url, path, body), 400, message, param)
     assert httpx.get(f"{roomy_url}/health", timeout=30).status_code == 200
+
+
+PART = {"type": "text", "text": "a"}
+UNKNOWN_KEYS = [  # issue 26: keys nobody reads are refused at every level, named by their path
+    ("top level", "/v1/rerank", {"query": "q", "documents": ["a"], "bogus": 1}, "bogus"),
+    ("a content part", "/v1/rerank", {"query": "q", "documents": [{"content": [{**PART, "bogus": 1}]}]},
+     "documents[0].content[0].bogus"),
+    ("beside content", "/v2/rerank", {"query": "q", "documents": [{"content": [PART], "bogus": 1}]},
+     "documents[0].bogus"),
+    ("beside text", "/rerank", {"query": "q", "documents": [{"text": "a", "bogus": 1}]}, "documents[0].bogus"),
+    ("a score document's part", "/score", {"queries": "q", "documents": [{"content": [PART, {**PART, "x": 1}]}]},
+     "documents[0].content[1].x"),
+    ("a score query's part", "/v1/score", {"queries": [{"content": [{**PART, "bogus": 1}]}], "documents": ["a"]},
+     "queries[0].content[0].bogus"),
+    ("a pair's document", "/score", {"pairs": [["q", {"text": "a", "bogus": 1}]]}, "pairs[0].bogus"),
+    ("template kwargs", "/v1/rerank", {"query": "q", "documents": ["a"],
+                                       "chat_template_kwargs": {"instruction": "x", "bogus": 1}},
+     "chat_template_kwargs.bogus"),
+    ("relevant_spans", "/v2/rerank", {"query": "q", "documents": ["a"],
+                                      "relevant_spans": {"mode": "disabled", "bogus": 1}}, "relevant_spans.bogus"),
+]
+
+
+@pytest.mark.parametrize("what,path,body,field", UNKNOWN_KEYS, ids=[u[0] for u in UNKNOWN_KEYS])
+def test_unknown_keys_are_refused_at_every_level_by_name(roomy_url, what, path, body, field):
+    assert_error(post(roomy_url, path, body), 400, f"'{field}' is not a field", field)
+
+
+def test_non_text_parts_are_refused_by_name(roomy_url):
+    image = {"type": "image_url", "image_url": {"url": "http://x/y.png"}}
+    body = {"query": "q", "documents": [{"content": [{"type": "text", "text": "a"}, image]}]}
+    assert_error(post(roomy_url, "/v1/rerank", body), 400, "reads text parts only", "documents[0].content[1].type")
+    missing = {"query": "q", "documents": [{"content": [{"text": "a"}]}]}
+    assert_error(post(roomy_url, "/v1/rerank", missing), 400, "must be \"text\"", "documents[0].content[0].type")
 
 
 def test_body_over_cap_without_content_length(url):

@@ -84,7 +84,7 @@ VLLM_DIFFERS = {
     "an image part": Differs(INVALID, "its image_url part is {url}; a string fails its validation",
                              "body.documents"),
     "top_n on /score": Differs(IGNORED, f"/score has no top_n: {EXTRA}"),
-    "max_tokens_per_doc 0": Differs(IGNORED, "documented: 0 means no document-level truncation"),
+    "relevant_spans enabled": Differs(IGNORED, f"Cohere's field, not one of its RerankRequest: {EXTRA}"),
     "return_documents false": Differs("200, every document echoed anyway",
                                       f"its RerankRequest has no return_documents: {EXTRA}"),
     "instructions that differ": Differs("200, scored with chat_template_kwargs' instruction",
@@ -217,8 +217,8 @@ def test_cohere_client_v1(engine, reranker):
     assert_ranking(bare.results, expected, engine.tol)
     if vllm_differs(engine, "return_documents false"):
         assert [r.document.text for r in bare.results] == [DOCS[i] for i, _ in expected]
-    else:
-        assert all(r.document is None for r in bare.results)
+    else:  # vLLM's RerankResult requires `document`: ours carries a null text
+        assert all(r.document.text is None for r in bare.results)
 
 
 def test_cohere_max_tokens_per_doc_truncates_the_document(engine, reranker, qwen_tokenizer):
@@ -294,14 +294,14 @@ REFUSED = [  # fields clients send that this server does not implement: a 400 na
     ("use_activation false", "/v1/rerank", {"use_activation": False}, "use_activation"),
     ("priority", "/v1/rerank", {"priority": 5}, "priority"),
     ("other template kwargs", "/v1/rerank", {"chat_template_kwargs": {"enable_thinking": True}},
-     "chat_template_kwargs"),
+     "chat_template_kwargs.enable_thinking"),
     ("score's padding", "/score", {"padding": "max_length"}, "padding"),
     ("query truncation", "/score", {"max_tokens_per_query": 3}, "max_tokens_per_query"),
-    ("a document with a title", "/v1/rerank", {"documents": [{"text": "a", "title": "b"}]}, "documents[0]"),
+    ("a document with a title", "/v1/rerank", {"documents": [{"text": "a", "title": "b"}]}, "documents[0].title"),
     ("an image part", "/v1/rerank", {"documents": [{"content": [{"type": "image_url", "image_url": "x"}]}]},
-     "documents[0]"),
+     "documents[0].content[0].type"),
     ("top_n on /score", "/score", {"top_n": 1}, "top_n"),
-    ("max_tokens_per_doc 0", "/v2/rerank", {"max_tokens_per_doc": 0}, "max_tokens_per_doc"),
+    ("relevant_spans enabled", "/v2/rerank", {"relevant_spans": {"mode": "enabled"}}, "relevant_spans.mode"),
 ]
 
 
@@ -385,6 +385,36 @@ def test_harmless_defaults_are_accepted(url):
     body = {"query": QUERY, "documents": DOCS, "use_activation": True, "priority": 0, "raw_scores": False,
             "truncation_direction": "right", "truncate_prompt_tokens": -1, "model": MODEL}
     assert httpx.post(f"{url}/v1/rerank", json=body).status_code == 200
+
+
+def test_vllm_defaults_and_bookkeeping_are_accepted(engine, reranker):
+    """Issue 26: vLLM's RerankRequest().model_dump() sends these; none may be refused at its default."""
+    extra = {"max_tokens_per_doc": 0, "max_tokens_per_query": 0, "top_n": 0, "priority": 0, "user": "u-1",
+             "cache_salt": "a-salt", "request_id": "req-26", "truncate_prompt_tokens": None, "padding": None,
+             "truncation_side": None, "mm_processor_kwargs": None, "use_activation": None}
+    r = httpx.post(f"{engine.url}/v1/rerank", json={"query": QUERY, "documents": DOCS, **extra})
+    assert r.status_code == 200, r.text
+    assert r.json()["id"].endswith("-req-26")
+    assert np.allclose(scores_by_index(r.json()), reranker.score([(QUERY, d) for d in DOCS]), atol=engine.tol)
+    score_extra = {k: v for k, v in extra.items() if k != "top_n"}  # not a field of vLLM's ScoreRequest
+    r = httpx.post(f"{engine.url}/score", json={"queries": QUERY, "documents": DOCS, **score_extra})
+    assert r.status_code == 200 and r.json()["id"].endswith("-req-26"), r.text
+
+
+def test_one_bare_document(engine, reranker):
+    r = httpx.post(f"{engine.url}/v1/rerank", json={"query": QUERY, "documents": DOCS[0]})
+    assert r.status_code == 200, r.text
+    assert np.allclose(scores_by_index(r.json()), reranker.score([(QUERY, DOCS[0])]), atol=engine.tol)
+
+
+def test_cohere_relevant_spans_disabled(engine, reranker):
+    import cohere
+    from cohere.types import RerankRelevantSpans
+
+    client = cohere.ClientV2(api_key="unused", base_url=engine.url)
+    response = client.rerank(model=MODEL, query=QUERY, documents=DOCS,
+                             relevant_spans=RerankRelevantSpans(mode="disabled"))
+    assert_ranking(response.results, expected_ranking(reranker, DOCS), engine.tol)
 
 
 def test_models_lists_openai_fields(url):
