@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fnmatch
 import hashlib
 import json
 import logging
@@ -183,7 +184,8 @@ def manifest_problem(data: Any) -> str | None:
         value = data[key]
         if isinstance(value, bool) or not isinstance(value, kind):
             return f"'{key}' must be {what}, not {_short(repr(value), 40)}"
-    return _contract_problem(data) or _files_problem(data.get("files", {}))
+    return (_contract_problem(data) or _memory_problem(data["memory"]) or _range_problem(data)
+            or _files_problem(data.get("files")))
 
 
 def _contract_problem(data: dict[str, Any]) -> str | None:
@@ -197,7 +199,42 @@ def _contract_problem(data: dict[str, Any]) -> str | None:
     return None
 
 
-def _files_problem(files: dict[str, Any]) -> str | None:
+def _memory_problem(memory: dict[str, Any]) -> str | None:
+    try:
+        MemoryModel(**memory)
+    except TypeError as exc:  # a missing, unknown or negative field
+        return _short(exc)
+    return None
+
+
+def _range_problem(data: dict[str, Any]) -> str | None:
+    """Values of the right type that no artifact of ours can have: each would fail (or score wrong) later."""
+    from .select import MAX_LENGTH_LIMIT  # select imports this module
+
+    if not 1 <= data["max_length"] <= MAX_LENGTH_LIMIT:
+        return f"max_length {data['max_length']} is out of range (1 to {MAX_LENGTH_LIMIT})"
+    for key in ("yes_id", "no_id"):
+        if data[key] < 0:
+            return f"{key} {data[key]} is out of range (token ids start at 0)"
+    if data["yes_id"] == data["no_id"]:
+        return f"yes_id and no_id are both {data['yes_id']} (the head would score every pair 0.5)"
+    return _dtype_problem(data["format"], data["dtype"])
+
+
+def _dtype_problem(name: str, dtype: str) -> str | None:
+    """A known format stores one dtype; a manifest saying another contradicts itself (its loader would
+    fail on it). An unknown format is left to the selector, which passes it over naming it."""
+    from .formats import FORMATS  # the formats import this module
+
+    spec = FORMATS.get(name)
+    if spec is not None and dtype != spec.dtype:
+        return f"dtype {_short(repr(dtype), 40)} is not what format {name} stores ({spec.dtype})"
+    return None
+
+
+def _files_problem(files: dict[str, Any] | None) -> str | None:
+    if not files:  # nothing to check the weights against: a flipped byte would load
+        return "'files' is missing or empty (it lists every file of the artifact with its sha256)"
     for name, info in files.items():
         parts = Path(name).parts
         if not name or Path(name).is_absolute() or ".." in parts:
@@ -252,52 +289,150 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+# What the tool writes into an artifact after hashing it (manifest, parity reports, card) and the marker of
+# an unfinished swap: never hashed, read by no loader, always the tool's to replace.
+_TOOL_OUTPUT = re.compile(r"manifest\.json|README\.md|parity(?:-[A-Za-z0-9_]+)?\.(?:json|md|png)|"
+                          + re.escape(PARTIAL_MARKER))
+# What transformers, tokenizers, onnxruntime or vLLM read from a model folder, by fixed name or by pattern:
+# configs and tokenizer tables (an added_tokens.json or special_tokens_map.json changes the token ids),
+# chat templates, weights in every layout they accept, ONNX graphs and their external data, sentencepiece
+# and tiktoken models, BPE vocabularies and merges. Matched on the lower-cased file name.
+LOADER_READ_PATTERNS = ("*.json", "*.jinja", "*.safetensors", "*.bin", "*.pt", "*.pth", "*.ckpt", "*.h5",
+                        "*.msgpack", "*.gguf", "*.onnx*", "*.ort", "*.model", "*.spm", "*.tiktoken",
+                        "tokenizer*", "vocab*", "merges*", "chat_template*", "spiece*", "sentencepiece*")
+
+
+def is_tool_output(name: str) -> bool:
+    """True for a file (relative path) the tool writes into an artifact after its files were hashed."""
+    return _TOOL_OUTPUT.fullmatch(name) is not None
+
+
+def loader_reads(name: str) -> bool:
+    """Whether a model loader could read the file at `name` (relative path) and score differently for it.
+
+    Hidden files and folders (.git, huggingface_hub's .cache of a download) are read by none of them.
+    """
+    parts = Path(name).parts
+    if any(p.startswith(".") for p in parts) or is_tool_output(name):
+        return False
+    return any(fnmatch.fnmatchcase(parts[-1].lower(), p) for p in LOADER_READ_PATTERNS)
+
+
+def folder_files(folder: Path) -> list[str]:
+    """Every entry under `folder` that is not a folder (symlinks included, not followed), relative, sorted."""
+    found = []
+    for top, dirs, files in os.walk(folder):
+        here = Path(top).relative_to(folder)
+        found += [str(here / n) for n in files]
+        found += [str(here / d) for d in dirs if os.path.islink(os.path.join(top, d))]
+    return sorted(found)
+
+
 def describe_files(folder: Path) -> dict[str, dict[str, Any]]:
     """bytes and sha256 of every file in the artifact except the manifest, parity outputs and card."""
-    skip = {MANIFEST, "parity.json", "parity.md", "parity.png", "README.md", PARTIAL_MARKER}
-    return {
-        str(p.relative_to(folder)): {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
-        for p in sorted(folder.rglob("*"))
-        if p.is_file() and p.name not in skip
-    }
+    return {name: {"bytes": (folder / name).stat().st_size, "sha256": sha256_file(folder / name)}
+            for name in folder_files(folder) if not is_tool_output(name) and (folder / name).is_file()}
 
 
 def verify_files(folder: str | Path, manifest: Manifest) -> None:
-    """Refuse an artifact whose files are missing or differ from the manifest (a flipped byte)."""
+    """Refuse an artifact that is not exactly what its manifest lists: a listed file missing, changed (a
+    flipped byte) or outside the folder; an unlisted file a loader would read (an added_tokens.json changes
+    every score); yes/no ids beyond its tokenizer's vocabulary."""
     folder = Path(folder)
+    if not manifest.files:
+        raise ArtifactError(f"{folder / MANIFEST} lists no files, so nothing can be checked; re-export the artifact")
     for name, info in manifest.files.items():
-        path = folder / name
-        if not path.is_file():
-            raise ArtifactError(f"{path} is missing: the artifact is incomplete; rebuild it")
-        if path.stat().st_size != info["bytes"] or sha256_file(path) != info["sha256"]:
-            raise ArtifactError(f"{path} does not match its sha256 in the manifest: corrupted; rebuild it")
+        _verify_file(folder, name, info)
+    unlisted = [n for n in folder_files(folder) if n not in manifest.files and loader_reads(n)]
+    if unlisted:
+        raise ArtifactError(f"{folder} holds {_names(unlisted)}, which its manifest does not list and a loader "
+                            "would read (it can change every score); remove it or re-export the artifact")
+    _check_token_ids(folder, manifest)
 
 
-def is_our_artifact(folder: Path) -> bool:
-    """A folder whose readable manifest names the format it is called after: what our exporters write."""
+def _verify_file(folder: Path, name: str, info: dict[str, Any]) -> None:
+    path = folder / name
+    if not path.is_file():
+        raise ArtifactError(f"{path} is missing: the artifact is incomplete; rebuild it")
+    if not path.resolve().is_relative_to(folder.resolve()):  # onnxruntime refuses such external data
+        raise ArtifactError(f"{path} points outside {folder}: an artifact's files must be inside it; copy the "
+                            "file in or rebuild the artifact")
+    if path.stat().st_size != info["bytes"] or sha256_file(path) != info["sha256"]:
+        raise ArtifactError(f"{path} does not match its sha256 in the manifest: corrupted; rebuild it")
+
+
+def _names(names: list[str], limit: int = 5) -> str:
+    shown = ", ".join(repr(n) for n in names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def _check_token_ids(folder: Path, manifest: Manifest) -> None:
+    """yes_id and no_id must be tokens of the (hashed) tokenizer: an id past its end fails only at load."""
+    size = vocabulary_size(folder, manifest.files)
+    for key in ("yes_id", "no_id"):
+        value = getattr(manifest, key)
+        if size is not None and not 0 <= value < size:
+            raise ArtifactError(f"{folder / MANIFEST}: {key} {value} is beyond its tokenizer's vocabulary "
+                                f"({size} tokens); re-export the artifact")
+
+
+def vocabulary_size(folder: Path, files: dict[str, Any]) -> int | None:
+    """1 + the largest token id of the artifact's tokenizer.json (vocabulary and added tokens); None without one."""
+    if "tokenizer.json" not in files:
+        return None
+    path = folder / "tokenizer.json"
     try:
-        return read_manifest(folder).format == folder.name
+        data = json.loads(path.read_bytes())
+        vocab = data["model"]["vocab"]
+        ids = list(vocab.values()) if isinstance(vocab, dict) else [len(vocab) - 1]  # Unigram: a list
+        ids += [token["id"] for token in data.get("added_tokens") or []]
+        return int(max(ids)) + 1
+    except (OSError, ValueError, RecursionError, KeyError, TypeError, AttributeError) as exc:
+        raise ArtifactError(f"{path} is not a readable tokenizer ({_short(exc)}); rebuild the artifact") from exc
+
+
+# Given a folder, the files an earlier artifact of ours there consists of; None when it is not ours.
+OwnedFiles = Callable[[Path], "set[str] | None"]
+
+
+def artifact_files(folder: Path) -> set[str] | None:
+    """The files of an earlier artifact of ours at `folder`: those its manifest lists and the tool's outputs
+    (manifest, parity reports, card). None when its manifest is unreadable or names another format than the
+    folder (what our exporters write is always named after its format)."""
+    try:
+        manifest = read_manifest(folder)
     except ArtifactError:
-        return False
+        return None
+    if manifest.format != folder.name:
+        return None
+    return set(manifest.files) | {n for n in folder_files(folder) if is_tool_output(n)}
 
 
-def check_target(target: Path, ours: Callable[[Path], bool] = is_our_artifact, replace: bool = True,
+def check_target(target: Path, owned: OwnedFiles = artifact_files, replace: bool = True,
                  kind: str = "rerank-export artifact") -> None:
-    """Refuse a target that holds anything but an earlier `kind` of ours (that one only with `replace`)."""
+    """Refuse a target that holds anything but an earlier `kind` of ours (that one only with `replace`).
+
+    What `owned(target)` lists is replaced; any other file there is named and refused, --force or not:
+    replacing the folder would delete it.
+    """
     if not os.path.lexists(target):
         return
     if target.is_symlink() or not target.is_dir():
         raise UsageError(f"'{target}' exists and is not a folder: nothing was written; choose another "
                          "--out or move it away")
     try:
-        empty = not any(target.iterdir())
+        if not any(target.iterdir()):
+            return  # nothing in it to lose
     except OSError as exc:
         raise UsageError(f"cannot read '{target}': {exc.strerror or exc}") from exc
-    if empty:
-        return  # nothing in it to lose
-    if not ours(target):
+    ours = owned(target)
+    if ours is None:
         raise UsageError(f"'{target}' exists and is not a {kind}{_why_not_ours(target)}: nothing was written; "
                          "choose another --out or move it away")
+    strays = [n for n in folder_files(target) if n not in ours and n != PARTIAL_MARKER]  # marker: a killed swap
+    if strays:
+        raise UsageError(f"'{target}' holds {_names(strays)}, not written by rerank-export: nothing was written; "
+                         "move it away (--force replaces only what rerank-export wrote there)")
     if not replace:
         raise UsageError(f"'{target}' already holds a {kind}; pass --force to replace it")
 
@@ -314,21 +449,22 @@ def _why_not_ours(target: Path) -> str:
 
 
 @contextlib.contextmanager
-def atomic_dir(target: str | Path, replace: bool = True, ours: Callable[[Path], bool] = is_our_artifact,
+def atomic_dir(target: str | Path, replace: bool = True, owned: OwnedFiles = artifact_files,
                kind: str = "rerank-export artifact") -> Iterator[Path]:
     """Yield a temp folder beside `target`; on success put it at `target`, else delete it.
 
-    An existing `target` is replaced only when it is an earlier `kind` of ours (`ours(target)`) and
-    `replace` is set; anything else there is an error, checked before the work and again before the swap.
+    An existing `target` is replaced only when it is an earlier `kind` of ours holding nothing but the
+    files it lists (`owned(target)`) and `replace` is set; anything else there is an error, checked before
+    the work and again before the swap.
     """
     target = Path(os.path.abspath(target))  # "." and ".." have no name to put a temp folder beside
-    check_target(target, ours, replace, kind)
+    check_target(target, owned, replace, kind)
     tmp = make_marked_dir(target.parent, f".{target.name}.partial-")
     try:
         yield tmp
         tmp.chmod(0o755)  # mkdtemp makes it private; an artifact is meant to be shared
         (tmp / PARTIAL_MARKER).unlink(missing_ok=True)
-        check_target(target, ours, replace, kind)
+        check_target(target, owned, replace, kind)
         _swap_in(tmp, target)
     finally:
         if tmp.exists():

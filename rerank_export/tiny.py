@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .contract import NO_TOKEN, PREFIX, SUFFIX, YES_TOKEN, Contract, load_tokenizer, write_rope_theta
 from .evalsets import builtin_eval_set
-from .manifest import atomic_dir
+from .manifest import PARTIAL_MARKER, atomic_dir, folder_files
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,10 @@ SMALL_VOCAB = 2048
 # Written into every tiny model folder: how `tiny --force` knows a folder is one it may replace.
 TINY_MARKER = "rerank-export-tiny.json"
 TINY_KIND = "rerank-export tiny model"
+# What markers written before the marker listed its files stand for: every name build_tiny wrote then.
+LEGACY_TINY_FILES = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
+                     "tokenizer_config.json", "chat_template.jinja", "vocab.json", "merges.txt",
+                     "special_tokens_map.json", "added_tokens.json")
 
 
 @dataclass(frozen=True)
@@ -103,28 +107,38 @@ def build_tiny(out: str | Path, tokenizer_dir: str | Path | None = None, seed: i
                sizes: TinySizes = TinySizes(), replace: bool = False) -> Path:
     """Write a tiny random-weight Qwen3ForCausalLM reranker (bf16, like the real checkpoint) to `out`.
 
-    `out` must be new or empty; an earlier tiny model of ours (TINY_MARKER) is replaced only with `replace`.
+    `out` must be new or empty; an earlier tiny model of ours (TINY_MARKER) is replaced only with `replace`,
+    and only when it holds nothing but the files its marker lists.
     """
     out = Path(out)
-    with atomic_dir(out, replace=replace, ours=is_tiny_model, kind="tiny model written by rerank-export") as tmp:
-        if tokenizer_dir is None:
+    tok = None if tokenizer_dir is None else load_tokenizer(tokenizer_dir)  # a bad folder fails before any work
+    with atomic_dir(out, replace=replace, owned=tiny_files, kind="tiny model written by rerank-export") as tmp:
+        if tok is None:
             build_small_tokenizer(tmp)
             tok = load_tokenizer(tmp)
         else:
-            tok = load_tokenizer(tokenizer_dir)
             tok.save_pretrained(str(tmp))
         _save_model(tmp, tok, seed, sizes)
-        (tmp / TINY_MARKER).write_text(json.dumps({"kind": TINY_KIND, "seed": seed, **sizes.__dict__}, indent=2))
+        written = [n for n in folder_files(tmp) if n != PARTIAL_MARKER]
+        marker = {"kind": TINY_KIND, "seed": seed, **sizes.__dict__, "files": written}
+        (tmp / TINY_MARKER).write_text(json.dumps(marker, indent=2))
     log.info("wrote tiny Qwen3 reranker to %s", out)
     return out
 
 
-def is_tiny_model(folder: Path) -> bool:
-    """True for a folder build_tiny wrote (its marker file says so)."""
+def tiny_files(folder: Path) -> set[str] | None:
+    """The files of a tiny model build_tiny wrote at `folder` (its marker lists them), or None when the
+    folder has no marker of ours."""
     try:
-        return json.loads((folder / TINY_MARKER).read_text(encoding="utf-8")).get("kind") == TINY_KIND
-    except (OSError, ValueError, AttributeError):
-        return False
+        info = json.loads((folder / TINY_MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(info, dict) or info.get("kind") != TINY_KIND:
+        return None
+    files = info.get("files", LEGACY_TINY_FILES)
+    if not isinstance(files, list | tuple) or not all(isinstance(f, str) for f in files):
+        return None
+    return {*files, TINY_MARKER}
 
 
 def _save_model(out: Path, tok, seed: int, sizes: TinySizes) -> None:

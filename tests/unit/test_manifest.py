@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -16,8 +17,10 @@ from rerank_export.manifest import (
     PARTIAL_MARKER,
     atomic_dir,
     clean_leftovers,
+    describe_files,
     find_artifacts,
     load_artifacts,
+    loader_reads,
     read_manifest,
     scratch_dir,
     verify_files,
@@ -31,22 +34,48 @@ def test_atomic_dir_leaves_nothing_on_failure(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+WEIGHTS = b"weights"
+
+
 def _artifact(folder: Path, fmt: str | None = None, **changes) -> Path:
-    """A folder with a well-formed manifest (no files) of format `fmt` (default: the folder's name)."""
+    """A folder with a well-formed manifest of format `fmt` (default: the folder's name) listing its one
+    file, model.safetensors (written beside it), as exporters list every file they write."""
     folder.mkdir(parents=True, exist_ok=True)
+    (folder / "model.safetensors").write_bytes(WEIGHTS)
+    files = {"model.safetensors": {"bytes": len(WEIGHTS), "sha256": hashlib.sha256(WEIGHTS).hexdigest()}}
     data = {"format": fmt or folder.name, "dtype": "bf16", "source_model": "m", "source_revision": None,
-            "yes_id": 1, "no_id": 2, "max_length": 8192, "files": {},
+            "yes_id": 1, "no_id": 2, "max_length": 8192, "files": files,
             "memory": {"weight_bytes": 10, "overhead_bytes": 0, "activation_bytes_per_token": 1}, **changes}
     (folder / MANIFEST).write_text(json.dumps(data))
     return folder
 
 
 def test_atomic_dir_replaces_an_old_artifact(tmp_path):
-    (_artifact(tmp_path / "art") / "old").write_text("old")
+    old = _artifact(tmp_path / "art")
+    for name in ("parity.json", "parity.md", "parity.png", "parity-vllm.json", "README.md"):  # the tool's outputs
+        (old / name).write_text("old")
     with atomic_dir(tmp_path / "art") as tmp:
         (tmp / "new").write_text("new")
     assert [p.name for p in (tmp_path / "art").iterdir()] == ["new"]  # no marker left inside
     assert [p.name for p in tmp_path.iterdir()] == ["art"]
+
+
+@pytest.mark.parametrize("stray", ["notes.txt", "sub/thesis.tex", ".hidden", "link"])
+def test_force_never_deletes_a_file_the_manifest_does_not_list(tmp_path, stray):
+    """Issue 26: --force replaced the whole folder, a user's file in it included."""
+    target = _artifact(tmp_path / "art")
+    path = target / stray
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if stray == "link":
+        (tmp_path / "elsewhere").write_text("precious")
+        path.symlink_to(tmp_path / "elsewhere")
+    else:
+        path.write_text("precious")
+    before = _tree(tmp_path)
+    with pytest.raises(UsageError) as exc, atomic_dir(target, replace=True) as tmp:
+        raise AssertionError(f"work started in {tmp}")
+    assert f"holds '{stray}', not written by rerank-export" in str(exc.value)
+    assert "\n" not in str(exc.value) and _tree(tmp_path) == before
 
 
 @pytest.mark.parametrize("make", ["folder", "file", "other-format", "broken-manifest"])
@@ -199,10 +228,11 @@ def test_manifest_write_is_atomic(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "replace", interrupted)
     with pytest.raises(KeyboardInterrupt):
         manifest.write(folder)
-    assert (folder / MANIFEST).read_bytes() == before and os.listdir(folder) == [MANIFEST]
+    files = sorted([MANIFEST, "model.safetensors"])
+    assert (folder / MANIFEST).read_bytes() == before and sorted(os.listdir(folder)) == files
     monkeypatch.undo()
     manifest.write(folder)
-    assert read_manifest(folder).verified and os.listdir(folder) == [MANIFEST]
+    assert read_manifest(folder).verified and sorted(os.listdir(folder)) == files
     assert oct((folder / MANIFEST).stat().st_mode & 0o777) == "0o644"
 
 
@@ -250,3 +280,108 @@ def test_a_path_from_undecodable_bytes_round_trips(tmp_path):
     manifest.source_model = "/models/caf\udce9"  # what Python makes of b"caf\xe9" in argv
     manifest.write(tmp_path / "art")
     assert read_manifest(tmp_path / "art").source_model == "/models/caf\udce9"
+
+
+# --- issue 26: every file that can change a score is hashed; out-of-range fields refused ---------------
+
+@pytest.mark.parametrize("changes, problem", [
+    ({"files": {}}, "'files' is missing or empty"),
+    ({"dtype": "fp64"}, "dtype 'fp64' is not what format baseline-bf16 stores (bf16)"),
+    ({"format": "baseline-fp32", "dtype": "int8"}, "dtype 'int8' is not what format baseline-fp32 stores"),
+    ({"max_length": 0}, "max_length 0 is out of range (1 to 1048576)"),
+    ({"max_length": -1}, "max_length -1 is out of range"),
+    ({"max_length": 2**40}, "max_length 1099511627776 is out of range"),
+    ({"yes_id": -1}, "yes_id -1 is out of range"),
+    ({"no_id": -5}, "no_id -5 is out of range"),
+    ({"yes_id": 7, "no_id": 7}, "yes_id and no_id are both 7"),
+])
+def test_out_of_range_fields_are_refused_naming_the_field(tmp_path, changes, problem):
+    _artifact(tmp_path / "baseline-bf16", **changes)
+    with pytest.raises(ArtifactError, match="is not a valid manifest") as exc:
+        read_manifest(tmp_path / "baseline-bf16")
+    assert problem in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_a_manifest_without_files_is_refused(tmp_path):
+    folder = _artifact(tmp_path / "art")
+    data = json.loads((folder / MANIFEST).read_text())
+    del data["files"]
+    (folder / MANIFEST).write_text(json.dumps(data))
+    with pytest.raises(ArtifactError, match="'files' is missing or empty"):
+        read_manifest(folder)
+
+
+def test_an_unknown_format_keeps_its_dtype_for_the_selector_to_name(tmp_path):
+    assert read_manifest(_artifact(tmp_path / "onnx-fp8", dtype="fp8")).dtype == "fp8"
+
+
+@pytest.mark.parametrize("name, read", [
+    ("added_tokens.json", True), ("special_tokens_map.json", True), ("tokenizer.json", True),
+    ("tokenizer.model", True), ("vocab.txt", True), ("merges.txt", True), ("chat_template.jinja", True),
+    ("generation_config.json", True), ("model-00001-of-00002.safetensors", True), ("pytorch_model.bin", True),
+    ("model.onnx", True), ("model.onnx.data", True), ("spiece.model", True), ("qwen.tiktoken", True),
+    ("sub/added_tokens.json", True), ("Tokenizer_Config.JSON", True),
+    ("notes.txt", False), ("SUMMARY.md", False), ("run.sh", False), ("README.md", False),
+    ("manifest.json", False), ("parity.json", False), ("parity-vllm.json", False), ("parity.png", False),
+    (".cache/huggingface/download/model.safetensors.metadata", False), (".gitattributes", False),
+])
+def test_what_a_loader_reads(name, read):
+    assert loader_reads(name) is read
+
+
+def _verified_folder(folder: Path, vocab: int = 10) -> tuple[Path, object]:
+    """An artifact with a tokenizer.json of `vocab` tokens, hashed into its manifest."""
+    folder.mkdir(parents=True)
+    tokenizer = {"model": {"vocab": {f"t{i}": i for i in range(vocab - 1)}},
+                 "added_tokens": [{"id": vocab - 1, "content": "<|im_end|>"}]}
+    (folder / "tokenizer.json").write_text(json.dumps(tokenizer))
+    (folder / "model.safetensors").write_bytes(WEIGHTS)
+    data = {"format": "baseline-bf16", "dtype": "bf16", "source_model": "m", "source_revision": None,
+            "yes_id": 1, "no_id": 2, "max_length": 8192, "files": describe_files(folder),
+            "memory": {"weight_bytes": 10, "overhead_bytes": 0, "activation_bytes_per_token": 1}}
+    (folder / MANIFEST).write_text(json.dumps(data))
+    return folder, read_manifest(folder)
+
+
+@pytest.mark.parametrize("name", ["added_tokens.json", "special_tokens_map.json", "tokenizer.model",
+                                  "model-extra.safetensors", "sub/config.json"])
+def test_an_unlisted_file_a_loader_reads_is_refused_naming_it(tmp_path, name):
+    folder, manifest = _verified_folder(tmp_path / "art")
+    verify_files(folder, manifest)
+    (folder / name).parent.mkdir(exist_ok=True)
+    (folder / name).write_text('{"<|x|>": 9}')
+    with pytest.raises(ArtifactError, match=f"holds '{name}', which its manifest does not list"):
+        verify_files(folder, manifest)
+
+
+def test_files_the_tool_writes_later_and_unread_files_are_accepted(tmp_path):
+    folder, manifest = _verified_folder(tmp_path / "art")
+    for name in ("parity.json", "parity.md", "parity.png", "parity-vllm.json", "README.md", "notes.txt",
+                 ".cache/huggingface/download/tokenizer.json.metadata"):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text("x")
+    verify_files(folder, manifest)
+
+
+def test_a_listed_file_linked_from_outside_the_folder_is_refused(tmp_path):
+    folder, manifest = _verified_folder(tmp_path / "art")
+    (tmp_path / "elsewhere.safetensors").write_bytes(WEIGHTS)
+    (folder / "model.safetensors").unlink()
+    (folder / "model.safetensors").symlink_to(tmp_path / "elsewhere.safetensors")
+    with pytest.raises(ArtifactError, match="model.safetensors points outside"):
+        verify_files(folder, manifest)
+
+
+@pytest.mark.parametrize("key, value", [("yes_id", 10), ("no_id", 10**6)])
+def test_yes_no_ids_beyond_the_tokenizer_are_refused(tmp_path, key, value):
+    folder, manifest = _verified_folder(tmp_path / "art", vocab=10)
+    setattr(manifest, key, value)
+    with pytest.raises(ArtifactError, match=f"{key} {value} is beyond its tokenizer's vocabulary \\(10 tokens\\)"):
+        verify_files(folder, manifest)
+
+
+def test_verify_refuses_a_manifest_object_without_files(tmp_path):
+    folder, manifest = _verified_folder(tmp_path / "art")
+    manifest.files = {}
+    with pytest.raises(ArtifactError, match="lists no files"):
+        verify_files(folder, manifest)
