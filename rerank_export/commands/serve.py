@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import re
+import stat
 from pathlib import Path
 
 from ..errors import MissingExtra, NoArtifactFits, UsageError
@@ -13,6 +16,9 @@ from .pick import add_device_arguments
 NAME = "serve"
 HELP = "serve the best verified artifact that fits over HTTP (/v1/rerank, /score, a try-it page)"
 API_KEY_ENV = "RERANK_EXPORT_API_KEY"
+
+log = logging.getLogger(__name__)
+MAX_KEY_BYTES = 4096  # a key file is one short line; a bound keeps a wrong path (a device, a log) from being read
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,8 +41,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allowed-hosts", type=host_list, default=None, metavar="HOST[,HOST...]",
                         help="Host headers to answer, '*' for any (default: --host and localhost; any when "
                              "--host is 0.0.0.0 or ::); others get a 400, which stops DNS rebinding")
-    parser.add_argument("--api-key", default=None,
-                        help=f"require 'Authorization: Bearer KEY' (default: ${API_KEY_ENV} if set)")
+    keys = parser.add_mutually_exclusive_group()
+    keys.add_argument("--api-key-file", default=None, metavar="PATH",
+                      help="require 'Authorization: Bearer KEY', KEY being this file's content (default: "
+                           f"${API_KEY_ENV} if set; without either, no key is required)")
+    keys.add_argument("--api-key", default=None, metavar="KEY",
+                      help=f"the key itself: `ps` shows it to every user of this machine, so prefer --api-key-file "
+                           f"or ${API_KEY_ENV}")
     parser.add_argument("--served-model-name", default=None, help="model name in responses (default: source model)")
     parser.add_argument("--max-documents", type=positive_int, default=DEFAULT_MAX_DOCUMENTS,
                         help=f"most documents (or pairs) per request (default {DEFAULT_MAX_DOCUMENTS})")
@@ -65,8 +76,46 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "further vLLM flags go last, after --, e.g. -- --tensor-parallel-size 2")
 
 
+def resolve_api_key(args: argparse.Namespace) -> str | None:
+    """The key from --api-key-file, --api-key (with a warning: argv is public) or $RERANK_EXPORT_API_KEY.
+
+    No message, here or later, ever holds the key itself.
+    """
+    if args.api_key_file is not None:
+        return _checked(_read_key_file(Path(args.api_key_file)), f"--api-key-file {args.api_key_file}")
+    if args.api_key is not None:
+        log.warning("--api-key puts the key in this process's command line, which `ps` shows to every user of "
+                    "this machine: pass it with --api-key-file PATH or $%s instead", API_KEY_ENV)
+        return _checked(args.api_key, "--api-key")
+    key = os.environ.get(API_KEY_ENV)
+    return _checked(key, f"${API_KEY_ENV}") if key else None  # set but empty: no key, as if unset
+
+
+def _read_key_file(path: Path) -> str:
+    try:
+        with path.open("rb") as file:
+            raw, mode = file.read(MAX_KEY_BYTES + 1), os.fstat(file.fileno()).st_mode
+    except OSError as exc:
+        raise UsageError(f"cannot read --api-key-file {path}: {exc.strerror or exc}") from None
+    if len(raw) > MAX_KEY_BYTES:
+        raise UsageError(f"--api-key-file {path} is over {MAX_KEY_BYTES} bytes: put only the key in it")
+    if mode & (stat.S_IRGRP | stat.S_IROTH):
+        log.warning("--api-key-file %s can be read by other users (mode %o): chmod 600 it", path, mode & 0o777)
+    return raw.decode("ascii", "replace").strip()  # non-ASCII bytes become U+FFFD, which _checked refuses
+
+
+def _checked(key: str, source: str) -> str:
+    """`key` if it can travel in an Authorization header: one line of printable ASCII."""
+    if not key:
+        raise UsageError(f"{source} holds no key: put the key in it, or leave it out to serve without one")
+    if not re.fullmatch(r"[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?", key):
+        raise UsageError(f"{source}: the key must be one line of printable ASCII (it travels in an HTTP header; "
+                         "a client could never send it otherwise)")
+    return key
+
+
 def run(args: argparse.Namespace) -> int:
-    api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
+    api_key = resolve_api_key(args)
     args.vllm_args = list(getattr(args, "passthrough", []))
     if args.engine == "vllm":
         return _run_vllm(args, api_key)
@@ -133,7 +182,7 @@ def _run_vllm(args: argparse.Namespace, api_key: str | None) -> int:
     if args.allowed_hosts is not None:
         raise UsageError("--allowed-hosts applies to the builtin engine only (vLLM has no Host check)")
     if any(a == "--api-key" or a.startswith("--api-key=") for a in args.vllm_args):
-        raise UsageError(f"pass the key with --api-key or ${API_KEY_ENV}: it reaches vLLM through its "
+        raise UsageError(f"pass the key with --api-key-file or ${API_KEY_ENV}: it reaches vLLM through its "
                          "environment, never its argv")
     decision, manifests = _vllm_decision(args)
     if decision.chosen is None:

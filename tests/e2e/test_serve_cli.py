@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 import pytest
@@ -54,11 +55,11 @@ def test_allowed_hosts_only_with_the_builtin_engine(tmp_path, capsys):
     assert code == 2 and "--allowed-hosts" in err
 
 
-def start(root, *extra: str) -> tuple[subprocess.Popen, str]:
+def start(root, *extra: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
     """`serve --port 0` in a real process; the URL is the one it prints (the port the OS gave it)."""
     proc = subprocess.Popen([sys.executable, "-m", "rerank_export", "-q", "serve", str(root), "--device", "cpu",
                              "--max-length", "256", "--port", "0", *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     line = proc.stdout.readline()
     assert line.startswith("serving "), (line, proc.stderr.read() if proc.poll() is not None else "")
     return proc, line.split(" on ", 1)[1].split("/ ", 1)[0]
@@ -75,3 +76,82 @@ def test_the_real_server_answers_only_its_hosts(verified_artifacts):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+SECRET = "k3y-issue-26-never-shown"
+
+
+def env_with_key(key: str | None) -> dict[str, str]:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "RERANK_EXPORT_API_KEY"}
+    return env if key is None else {**env, "RERANK_EXPORT_API_KEY": key}
+
+
+def subprocess_cli(argv: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "rerank_export", *argv], capture_output=True, text=True,
+                          env=env_with_key(None), timeout=STARTUP_TIMEOUT_S, check=False)
+
+
+def test_api_key_on_the_command_line_warns_that_ps_shows_it(tmp_path):
+    # tmp_path holds no artifact: the run stops there (exit 1), after the key was read and warned about
+    done = subprocess_cli(["serve", str(tmp_path), "--api-key", SECRET])
+    assert done.returncode == 1
+    assert "`ps` shows to every user" in done.stderr and "--api-key-file" in done.stderr, done.stderr
+    assert SECRET not in done.stderr + done.stdout
+
+
+@pytest.mark.parametrize("content,message", [
+    (None, "cannot read --api-key-file"),
+    ("", "holds no key"),
+    ("\n  \n", "holds no key"),
+    ("two\nlines", "one line of printable ASCII"),
+    ("k\u00e9y", "one line of printable ASCII"),
+    ("x" * 5000, "over 4096 bytes"),
+])
+def test_bad_api_key_files_are_usage_errors(tmp_path, capsys, content, message):
+    path = tmp_path / "key"
+    if content is not None:
+        path.write_text(content, encoding="utf-8")
+        path.chmod(0o600)
+    code, out, err = run_cli(["serve", str(tmp_path), "--api-key-file", str(path)], capsys)
+    assert code == 2 and "serving" not in out
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert content is None or content.strip() == "" or content.strip() not in err
+
+
+def test_api_key_and_its_file_exclude_each_other(tmp_path, capsys):
+    code, _, err = run_cli(["serve", str(tmp_path), "--api-key", "a", "--api-key-file", "b"], capsys)
+    assert code == 2 and "not allowed with argument" in err
+
+
+def test_an_api_key_file_others_can_read_is_warned_about(tmp_path):
+    path = tmp_path / "key"
+    path.write_text(SECRET + "\n")
+    path.chmod(0o644)
+    done = subprocess_cli(["serve", str(tmp_path), "--api-key-file", str(path)])
+    assert "can be read by other users (mode 644): chmod 600 it" in done.stderr, done.stderr
+    assert SECRET not in done.stderr + done.stdout
+
+
+def assert_keyed(url: str) -> None:
+    body = {"query": "q", "documents": ["a"]}
+    assert httpx.post(f"{url}/v1/rerank", json=body, timeout=STARTUP_TIMEOUT_S).status_code == 401
+    ok = httpx.post(f"{url}/v1/rerank", json=body, headers={"Authorization": f"Bearer {SECRET}"})
+    assert ok.status_code == 200, ok.text
+
+
+@pytest.mark.parametrize("how", ["file", "environment"])
+def test_the_key_from_a_file_or_the_environment_never_reaches_argv_or_the_log(verified_artifacts, tmp_path, how):
+    path = tmp_path / "key"
+    path.write_text(SECRET + "\n")
+    path.chmod(0o600)
+    flags = ["--api-key-file", str(path)] if how == "file" else []
+    proc, url = start(verified_artifacts, *flags, env=env_with_key(SECRET if how == "environment" else None))
+    try:
+        assert SECRET not in Path(f"/proc/{proc.pid}/cmdline").read_bytes().decode()  # what `ps` shows
+        assert_keyed(url)
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=10)
+    assert SECRET not in err
