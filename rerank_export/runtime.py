@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .contract import DEFAULT_MAX_LENGTH, Contract, load_tokenizer
-from .errors import ArtifactError, NoArtifactFits, UsageError
+from .errors import ArtifactError, NoArtifactFits, RerankExportError, UsageError, first_line
 from .manifest import Manifest
 from .select import Decision, plan
 from .select import token_budget as fitting_budget
@@ -51,16 +51,26 @@ def load(artifacts_dir: str | Path, device: str = "auto", memory_budget: int | s
     whose parity failed or was never checked unless `allow_unverified`, and any artifact whose files
     differ from their sha256 in the manifest.
     """
-    decision, manifests = plan(artifacts_dir, device, memory_budget, max_length, allow_unverified, verify=True)
-    if decision.chosen is None:
-        from .select import why_nothing
+    from .preflight import preflight
+    from .select import why_nothing
 
-        raise NoArtifactFits(why_nothing(decision))
-    if decision.note:
-        log.warning("%s", decision.note)
-    folder = Path(decision.chosen.folder)
-    manifest = manifests[str(folder)]
-    return Reranker.from_folder(folder, manifest, decision, prefix_reuse, progress)
+    broken: dict[str, str] = {}
+    while True:  # an artifact that fails to load is passed over, with a warning, for the next that fits
+        decision, manifests = plan(artifacts_dir, device, memory_budget, max_length, allow_unverified,
+                                   verify=True, check=preflight, broken=broken)
+        if decision.chosen is None:
+            raise NoArtifactFits(why_nothing(decision))
+        if decision.note:
+            log.warning("%s", decision.note)
+        folder = Path(decision.chosen.folder)
+        try:
+            return Reranker.from_folder(folder, manifests[str(folder)], decision, prefix_reuse, progress)
+        except (RerankExportError, OSError, ValueError, KeyError, RuntimeError) as exc:
+            # Out-of-memory is not the artifact's fault: the selector's arithmetic was wrong; say so as is.
+            if "out of memory" in str(exc).lower():
+                raise
+            log.warning("passing over %s: it failed to load: %s", folder, first_line(exc))
+            broken[str(folder)] = f"failed to load ({first_line(exc)})"
 
 
 def _load_contract(folder: Path, manifest: Manifest, max_length: int) -> Contract:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -266,11 +266,15 @@ def render_decision(decision: Decision) -> str:
 
 def plan(artifacts_dir: str | Path, device: str = "auto", memory_budget: int | str | None = None,
          max_length: int = DEFAULT_MAX_LENGTH, allow_unverified: bool = False,
-         backends: Sequence[str] | None = None, verify: bool = False) -> tuple[Decision, dict[str, Manifest]]:
+         backends: Sequence[str] | None = None, verify: bool = False,
+         check: Callable[[str, Manifest], None] | None = None,
+         broken: dict[str, str] | None = None) -> tuple[Decision, dict[str, Manifest]]:
     """The selector's decision over every artifact under `artifacts_dir` (nothing loaded).
 
     A folder with a broken manifest is skipped with a warning naming it. With `verify`, the chosen
-    artifact's files are checked against their sha256; a corrupted one is passed over for the next.
+    artifact is checked (`check`: default its files against their sha256; load() and pick pass
+    preflight.preflight, every check loading makes); one that fails is passed over for the next, as are the
+    folders in `broken` ({folder: why}, e.g. failed to load), which is updated in place.
     """
     from .host import device_facts  # host reads the machine (torch, psutil); the choice itself stays pure
 
@@ -278,15 +282,16 @@ def plan(artifacts_dir: str | Path, device: str = "auto", memory_budget: int | s
         raise UsageError(f"max length must be positive, got {max_length}")
     manifests = {str(f): m for f, m in load_artifacts(artifacts_dir)}
     facts = device_facts(device, memory_budget)
-    broken: dict[str, str] = {}
+    broken = {} if broken is None else broken
+    check = check or verify_files
     while True:
         decision = choose_artifact(list(manifests.items()), facts, max_length, traits_from_formats(),
                                    allow_unverified, backends, broken)
         if not verify or decision.chosen is None:
             return decision, manifests
         try:
-            verify_files(decision.chosen.folder, manifests[decision.chosen.folder])
+            check(decision.chosen.folder, manifests[decision.chosen.folder])
             return decision, manifests
         except ArtifactError as exc:
             log.warning("passing over %s: %s", decision.chosen.folder, exc)
-            broken[decision.chosen.folder] = f"files do not match the manifest ({exc})"
+            broken[decision.chosen.folder] = f"unusable ({exc})"

@@ -34,11 +34,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..preflight import preflight
+
     decision, _ = plan(args.artifacts, args.device, args.memory, args.max_length, args.allow_unverified,
-                       verify=not args.no_verify)
+                       verify=not args.no_verify, check=preflight)
     print(render_decision(decision))
     if decision.chosen is not None:
         name = Path(decision.chosen.folder).name
         print(f"files: NOT checked against their sha256 (--no-verify); serve and load() check {name}'s"
-              if args.no_verify else f"files: every file of {name} matches its sha256 in the manifest")
+              if args.no_verify else f"files: every file of {name} matches its sha256 in the manifest, and "
+          "it passes the checks loading makes")
     return 0 if decision.chosen is not None else 1

@@ -74,7 +74,8 @@ ONNX_INT4_LIMITS = AWQ_LIMITS
 _CPU_EP, _CUDA_EP = {"cpu": "CPUExecutionProvider"}, {"cuda": "CUDAExecutionProvider"}
 _TORCH_ANYWHERE = {"cpu": "torch", "cuda": "torch"}
 
-_ONNX = {"family": "onnx", "backend": "onnxruntime", "loader": onnx.load, "extra": "cpu"}
+_ONNX = {"family": "onnx", "backend": "onnxruntime", "loader": onnx.load, "extra": "cpu",
+         "check": lambda folder, _manifest: onnx.check_graph(folder / onnx.MODEL_FILE)}
 _TORCH = {"backend": "torch", "vllm_loadable": True}
 _BASELINE = {**_TORCH, "family": "baseline", "exporter": baseline.export, "loader": baseline.load,
              "options": NoOptions}
@@ -82,6 +83,7 @@ _BASELINE = {**_TORCH, "family": "baseline", "exporter": baseline.export, "loade
 FORMATS: dict[str, FormatSpec] = {s.name: s for s in (
     FormatSpec("awq-int4", family="awq", dtype="int4", thresholds=AWQ_LIMITS, fidelity=40, cpu_speed=10,
                gpu_speed=60, devices=_TORCH_ANYWHERE, exporter=awq.export, loader=awq.load,
+               check=lambda folder, _manifest: awq.read_quant_config(folder),
                options=awq.AwqOptions, vllm_quantization="awq", **_TORCH),
     FormatSpec("baseline-bf16", dtype="bf16", thresholds=HALF_LIMITS, fidelity=80, cpu_speed=65, gpu_speed=95,
                devices=_TORCH_ANYWHERE, needs_native_bf16=True, **_BASELINE),

@@ -79,6 +79,7 @@ Exporter = Callable[["SourceModel", Path, "FormatSpec", Any], "Manifest"]
 Loader = Callable[[Path, "Manifest", str], "Backend"]
 # Exports several formats of one family from shared work (ONNX: one fp32 trace for fp32, fp16 and int8),
 # each into its own folder ({format name: folder}).
+Checker = Callable[[Path, "Manifest"], None]
 ManyExporter = Callable[["SourceModel", "dict[str, Path]", "list[FormatSpec]", "dict[str, Any]"], "list[Manifest]"]
 
 
@@ -106,3 +107,5 @@ class FormatSpec:
     # vLLM loads the folder as it is (a Hugging Face checkpoint); with this --quantization method if set.
     vllm_loadable: bool = False
     vllm_quantization: str | None = None
+    # Load-time checks of the folder that need no weights read (preflight.py runs them for pick and load).
+    check: Checker | None = None

@@ -218,7 +218,7 @@ def test_pick_verifies_hashes_and_passes_over_a_corrupted_artifact(pick_root, ca
     with caplog.at_level(logging.WARNING):
         assert main(args) == 1
     out = capsys.readouterr().out
-    assert "choice: none" in out and "files do not match the manifest" in out and "model.safetensors" in out
+    assert "choice: none" in out and "unusable" in out and "model.safetensors" in out
     assert any("passing over" in r.message and "baseline-fp32" in r.message for r in caplog.records)
     assert main([*args, "--allow-unverified"]) == 0
     assert "choice: baseline-bf16" in capsys.readouterr().out
@@ -343,3 +343,31 @@ def test_prompt_refuses_undecodable_argv_bytes(tmp_path):
                            "--query", b"caf\xe9".decode("utf-8", "surrogateescape"), "--document", "d"],
                           capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 2 and "not valid UTF-8" in done.stderr and "Traceback" not in done.stderr
+
+
+# --- issue 26: the last four CLI tracebacks ------------------------------------------------------------
+
+@pytest.mark.parametrize("command", [["prompt", "--query", "q", "--document", "d"], ["tiny", "--out", "OUT"]])
+def test_a_tokenizer_folder_without_a_tokenizer_is_one_line(tmp_path, capsys, command):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    args = [str(tmp_path / "tiny") if a == "OUT" else a for a in command]
+    code = main([*args, "--tokenizer", str(empty)])
+    _one_line_error(capsys, code, 1, f"'{empty}' holds no tokenizer")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]  # tiny started no work
+
+
+@pytest.mark.parametrize("line, fragment", [
+    ('{"query": "\\ud800", "document": "d"}', "'query' is not valid Unicode (a lone surrogate \\ud800"),
+    ('{"query": "q", "documents": ["ok", "x\\udfff"]}', "a document is not valid Unicode"),
+    ('{"query": "q", "document": "d", "instruction": "\\udc80"}', "'instruction' is not valid Unicode"),
+    ('{"query": "q", "pos": [{"a": 1}], "neg": []}', "every document must be a string"),
+    ("[" * 100_000 + "]" * 100_000, "is nested too deeply to read as JSON"),
+    ('{"query": "q", "document": ' + "[" * 100_000 + "]" * 100_000 + "}", "is nested too deeply"),
+    ('{"query": ' + "1" * 5000 + "}", "is not valid JSON: Exceeds the limit"),
+])
+def test_parity_eval_lines_that_broke_the_cli_are_one_line(tmp_path, capsys, line, fragment):
+    evalset = tmp_path / "e.jsonl"
+    evalset.write_text(line + "\n")
+    code = main(["parity", str(tmp_path), "--eval", str(evalset)])  # the eval set is read before anything else
+    _one_line_error(capsys, code, 1, f"{evalset}:1", fragment)

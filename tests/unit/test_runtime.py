@@ -75,7 +75,7 @@ def test_corrupted_artifact_is_refused_naming_the_file(verified, tmp_path):
     data[len(data) // 2] ^= 0x01
     weights.write_bytes(bytes(data))
     # The corrupted artifact is passed over, naming the file; nothing else is verified, so nothing loads.
-    with pytest.raises(NoArtifactFits, match="baseline-fp32: files do not match.*model.safetensors.*sha256"):
+    with pytest.raises(NoArtifactFits, match="baseline-fp32: unusable.*model.safetensors.*sha256"):
         rerank_export.load(root, device="cpu")
     assert rerank_export.load(root, device="cpu", allow_unverified=True).format == "baseline-bf16"
 
