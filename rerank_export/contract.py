@@ -27,6 +27,8 @@ DOCUMENT_MARKER = "<Document>:"  # ends the part of a pair that depends on its i
 YES_TOKEN = "yes"
 NO_TOKEN = "no"
 DEFAULT_MAX_LENGTH = 8192
+# Far beyond any Qwen3 context (40,960 positions); it only keeps the memory arithmetic in range.
+MAX_LENGTH_LIMIT = 1 << 20
 TEMPLATE_ID = "qwen3-reranker-v1"  # recorded in manifests; bump if the template ever changes
 
 
@@ -38,13 +40,22 @@ class Encoded:
     truncated: bool
 
 
+# A local folder holds a tokenizer when it has one of these (a fast tokenizer's file, or BPE's two tables).
+TOKENIZER_FILES = (("tokenizer.json",), ("vocab.json", "merges.txt"), ("tokenizer.model",))
+
+
 def load_tokenizer(path: str | Path, revision: str | None = None) -> Any:
-    """Load a tokenizer with left padding; a missing folder or hub id is a one-line ModelError."""
+    """Load a tokenizer with left padding; a missing folder or hub id, or a folder without a tokenizer, is a
+    one-line ModelError."""
     from transformers import AutoTokenizer
 
+    folder = Path(path)
+    if folder.is_dir() and not any(all((folder / n).is_file() for n in names) for names in TOKENIZER_FILES):
+        raise ModelError(f"'{path}' holds no tokenizer (tokenizer.json, or vocab.json and merges.txt): "
+                         "give the model's folder or hub id")
     try:
         tok = AutoTokenizer.from_pretrained(str(path), revision=revision, padding_side="left")
-    except OSError as exc:
+    except Exception as exc:  # OSError, ValueError, tokenizers' own: each library words it differently
         raise ModelError(f"cannot load a tokenizer from '{path}': {first_line(exc)}") from exc
     if tok.pad_token_id is None:
         raise ModelError(f"tokenizer at '{path}' has no pad token; Qwen3 tokenizers use <|endoftext|>")

@@ -10,13 +10,14 @@ A folder holding corpus.tsv, queries.tsv and qrels.txt is read as NovelEval.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .errors import EvalSetError
+from .errors import EvalSetError, first_line
 
 BUILTIN = "builtin"
 LONG_DOC_REPEATS = 1200  # ~16k tokens with the Qwen tokenizer: past the default 8192, so it is truncated
@@ -44,6 +45,16 @@ class EvalSet:
 
     def limit(self, max_groups: int | None) -> EvalSet:
         return self if max_groups is None else EvalSet(self.name, self.groups[:max_groups])
+
+    def digest(self) -> str:
+        """sha256 of everything that is scored or judged (queries, documents, labels, instructions), in order;
+        names and ids are left out, so the same pairs read from another file give the same digest."""
+        content = [[g.query, list(g.documents), g.labels and list(g.labels), g.instruction] for g in self.groups]
+        return hashlib.sha256(json.dumps(content).encode("ascii")).hexdigest()
+
+    def describe(self) -> dict[str, Any]:
+        """Size and digest, as the manifest's parity record keeps them."""
+        return {"pairs": self.num_pairs, "queries": len(self.groups), "sha256": self.digest()}
 
 
 def builtin_eval_set(long_document: bool = True) -> EvalSet:
@@ -86,14 +97,34 @@ def read_jsonl(path: Path) -> EvalSet:
         if not line.strip():
             continue
         where = f"{path}:{n}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise EvalSetError(f"{where} is not valid JSON: {exc.msg}") from exc
-        if not isinstance(record, dict):
-            raise EvalSetError(f"{where}: expected a JSON object per line")
+        record = _parse_line(line, where)
         groups.append(_t2ranking_group(record, where) if "pos" in record else _user_group(record, where))
     return EvalSet(path.stem, tuple(groups))
+
+
+def _parse_line(line: str, where: str) -> dict[str, Any]:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise EvalSetError(f"{where} is not valid JSON: {exc.msg}") from exc
+    except ValueError as exc:  # Python's limit on an integer's digits (its advice is for programmers)
+        raise EvalSetError(f"{where} is not valid JSON: {first_line(exc).split(';')[0]}") from exc
+    except RecursionError:
+        raise EvalSetError(f"{where} is nested too deeply to read as JSON") from None
+    if not isinstance(record, dict):
+        raise EvalSetError(f"{where}: expected a JSON object per line")
+    return record
+
+
+def _text(value: str, where: str, what: str) -> str:
+    """`value` when it is valid Unicode: a JSON escape such as \\ud800 decodes to a lone surrogate, which no
+    tokenizer can encode."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise EvalSetError(f"{where}: {what} is not valid Unicode (a lone surrogate "
+                           f"\\u{ord(value[exc.start]):04x} at character {exc.start}); write the text as UTF-8") from None
+    return value
 
 
 def _user_group(record: dict[str, Any], where: str) -> EvalGroup:
@@ -101,6 +132,7 @@ def _user_group(record: dict[str, Any], where: str) -> EvalGroup:
     docs = [record["document"]] if "document" in record else record.get("documents")
     if not isinstance(query, str) or not query.strip():
         raise EvalSetError(f"{where}: 'query' must be a non-empty string")
+    _text(query, where, "'query'")
     if not isinstance(docs, list) or not docs:
         raise EvalSetError(f"{where}: expected a 'document' string or a non-empty 'documents' list "
                            "(or 'pos'/'neg')")
@@ -115,7 +147,9 @@ def _user_group(record: dict[str, Any], where: str) -> EvalGroup:
     instruction = record.get("instruction")
     if instruction is not None and not isinstance(instruction, str):
         raise EvalSetError(f"{where}: 'instruction' must be a string")
-    return EvalGroup(str(record.get("id", where)), query, texts, labels, instruction)
+    if instruction is not None:
+        _text(instruction, where, "'instruction'")
+    return EvalGroup(_text(str(record.get("id", where)), where, "'id'"), query, texts, labels, instruction)
 
 
 def _doc_text(doc: Any, where: str) -> str:
@@ -123,18 +157,20 @@ def _doc_text(doc: Any, where: str) -> str:
         doc = doc.get("text")
     if not isinstance(doc, str):
         raise EvalSetError(f"{where}: every document must be a string or {{\"text\": string}}")
-    return doc
+    return _text(doc, where, "a document")
 
 
 def _t2ranking_group(record: dict[str, Any], where: str) -> EvalGroup:
     query, pos, neg = record.get("query"), record.get("pos", []), record.get("neg", [])
     if not isinstance(query, str) or not isinstance(pos, list) or not isinstance(neg, list):
         raise EvalSetError(f"{where}: expected {{'query': str, 'pos': [str], 'neg': [str]}}")
+    _text(query, where, "'query'")
+    pos, neg = [_doc_text(d, where) for d in pos], [_doc_text(d, where) for d in neg]
     both = set(pos) & set(neg)  # label noise in T2Ranking: a passage listed as pos and neg; drop it
     docs = [(d, 1.0) for d in pos if d not in both] + [(d, 0.0) for d in neg if d not in both]
     if not docs:
         raise EvalSetError(f"{where}: no documents after dropping passages listed as both pos and neg")
-    return EvalGroup(where, query, tuple(_doc_text(d, where) for d, _ in docs), tuple(x for _, x in docs))
+    return EvalGroup(where, query, tuple(d for d, _ in docs), tuple(x for _, x in docs))
 
 
 def _read_noveleval(folder: Path) -> EvalSet:
@@ -164,7 +200,11 @@ def _read_noveleval(folder: Path) -> EvalSet:
 
 
 def _lines(path: Path) -> list[str]:
-    return [line.rstrip("\n") for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise EvalSetError(f"{path} is not UTF-8 text: {exc.reason}") from exc
+    return [line.rstrip("\n") for line in text.splitlines() if line.strip()]
 
 
 def _split_tab(line: str, path: Path) -> tuple[str, str]:
