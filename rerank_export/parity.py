@@ -245,7 +245,7 @@ def check_artifacts(root: str | Path, source: SourceModel, eval_sets: Sequence[E
                     thresholds: dict[str, dict[str, float]] | None = None,
                     names: Sequence[str] | None = None, progress: bool = False,
                     engine: Any = None, manifests: dict[str, Manifest] | None = None,
-                    device: str = "cpu") -> list[ParityReport]:
+                    device: str = "cpu", replace_verdict: bool = False) -> list[ParityReport]:
     """Check every artifact under `root` (or only `names`), write its reports, record its verdict.
 
     `manifests` ({folder name: Manifest}) are the caller's copies, used instead of reading the folders
@@ -254,6 +254,7 @@ def check_artifacts(root: str | Path, source: SourceModel, eval_sets: Sequence[E
     With an `engine` (vllm_engine.VllmEngine) the artifacts are scored through it instead of the built-in
     runtime; its reports are parity-<engine>.*, and the verdict load() trusts stays the runtime's.
     `device` is where the artifacts run ("cuda": each on its GPU runner); the reference stays fp32 on the CPU.
+    A verdict recorded from more pairs than `eval_sets` hold is kept unless `replace_verdict`.
     """
     folders = [f for f in find_artifacts(root) if names is None or f.name in names]
     if not folders:
@@ -263,12 +264,12 @@ def check_artifacts(root: str | Path, source: SourceModel, eval_sets: Sequence[E
     reference = score_set(ReferenceBackend(source), source, evalset, progress)
     known = manifests or {}
     return [_check_one(f, known.get(f.name) or read_manifest(f), source, evalset, reference, thresholds or {},
-                       progress, engine, device) for f in folders]
+                       progress, engine, device, replace_verdict) for f in folders]
 
 
 def _check_one(folder: Path, manifest: Manifest, source: SourceModel, evalset: EvalSet, reference: list[float],
                overrides: dict[str, dict[str, float]], progress: bool, engine: Any = None,
-               device: str = "cpu") -> ParityReport:
+               device: str = "cpu", replace_verdict: bool = False) -> ParityReport:
     spec = get_format(manifest.format)
     limits = spec.thresholds.override(overrides.get(spec.name, {}))
     try:
@@ -281,7 +282,7 @@ def _check_one(folder: Path, manifest: Manifest, source: SourceModel, evalset: E
         else:
             scores, batch_dp = engine.scores(folder, manifest, source.contract, evalset), None
         plain = plain_check(folder, manifest, evalset, reference, limits) \
-            if engine is None and spec.family == "onnx" else None
+            if engine is None and spec.backend == "onnxruntime" else None
     except RerankExportError as exc:
         report = ParityReport(spec.name, False, {}, [f"cannot score: {exc}"], dict(limits.__dict__))
     else:
@@ -293,13 +294,35 @@ def _check_one(folder: Path, manifest: Manifest, source: SourceModel, evalset: E
                      **({"gpu": gpu_name()} if device == "cuda" else {})}
     if engine is not None:
         return _record_engine_check(folder, manifest, report, engine)
+    _record_verdict(folder, manifest, report, source, evalset, replace_verdict)
+    return report
+
+
+def _record_verdict(folder: Path, manifest: Manifest, report: ParityReport, source: SourceModel,
+                    evalset: EvalSet, replace: bool) -> None:
+    """Reports, the manifest's verdict (with the eval set's size and digest) and the card. A verdict from
+    more pairs is kept unless `replace`: load() trusts it, and a one-pair "pass" proves little."""
+    recorded = recorded_pairs(manifest.parity)
+    if evalset.num_pairs < recorded and not replace:
+        log.warning("%s: kept its recorded verdict (%s on %d pairs); this check's %d pairs are not recorded "
+                    "(--replace-verdict records them)", folder.name, manifest.parity.get("verdict"), recorded,
+                    evalset.num_pairs)
+        return
     write_reports(folder, report)
-    manifest.parity = {**report.summary(), "eval_sets": evalset.name.split("+"),
+    manifest.parity = {**report.summary(), "eval_sets": evalset.name.split("+"), "eval": evalset.describe(),
                        "reference": {"model": source.model_id, "revision": source.revision},
                        "checked_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     manifest.write(folder)
     write_card(folder, manifest)
-    return report
+
+
+def recorded_pairs(parity: dict[str, Any] | None) -> int:
+    """Pairs behind a recorded verdict (its eval record; in older manifests its metrics); 0 without one."""
+    for where in ((parity or {}).get("eval"), (parity or {}).get("metrics")):
+        pairs = where.get("pairs") if isinstance(where, dict) else None
+        if isinstance(pairs, int) and not isinstance(pairs, bool):
+            return pairs
+    return 0
 
 
 PLAIN_PATH = "plain onnxruntime"  # how the card's own snippet runs an ONNX artifact (formats/onnx/plain.py)

@@ -27,6 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--only", action="append", metavar="NAME", help="check only these artifact folders")
     parser.add_argument("--max-queries", type=positive_int, default=None,
                         help="use only the first N queries of each eval set (quick checks)")
+    parser.add_argument("--replace-verdict", action="store_true",
+                        help="record this check's verdict even when the recorded one came from more pairs "
+                             "(by default a smaller eval set never replaces it)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
                         help="where the artifacts run (default cpu); with cuda, formats that run on a GPU "
                              "only (the reference stays fp32 on the CPU)")
@@ -39,6 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.replace_verdict and args.engine != "builtin":
+        raise UsageError("--replace-verdict applies to the built-in runtime's verdict; an engine's check never "
+                         "replaces it")
     eval_sets = [load_eval_set(e).limit(args.max_queries) for e in (args.eval or [BUILTIN])]
     thresholds = load_thresholds(args.thresholds)
     names = artifact_names(Path(args.artifacts), args.only)
@@ -48,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
         names = _vllm_loadable(Path(args.artifacts), names)
     source = SourceModel(args.model, args.revision)
     reports = check_artifacts(Path(args.artifacts), source, eval_sets, thresholds, names,
-                              progress=not args.quiet, engine=engine, device=args.device)
+                              progress=not args.quiet, engine=engine, device=args.device,
+                              replace_verdict=args.replace_verdict)
     print(render_markdown(reports), end="")
     failed = [r.name for r in reports if not r.passed]
     if failed:
