@@ -3,23 +3,27 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import ArtifactError
+from .errors import ArtifactError, UsageError
 from .evalsets import load_eval_set
 from .export import export_formats
 from .host import device_facts
 from .manifest import Manifest, read_manifest, verify_files, write_atomic
 from .parity import check_artifacts
+from .plan import traits_from_formats
 from .recipe import ArtifactSpec, Recipe, TargetSpec
 from .reference import SourceModel
-from .select import Decision, choose_artifact, traits_from_formats
+from .select import Decision, choose_artifact
 
 log = logging.getLogger(__name__)
 
 SUMMARY = "SUMMARY.md"
+# The first line of every SUMMARY.md build writes: how the next build knows the file is its own to replace.
+SUMMARY_MARKER = "<!-- written by rerank-export build: replaced by the next build -->"
 
 
 @dataclass
@@ -47,6 +51,7 @@ def build(recipe: Recipe, out: Path, force: bool = False, progress: bool = True)
     Manifests are read once: the current ones here, the new ones from the export stage (which measures
     each artifact before renaming it into place); parity records its verdicts in those same objects.
     """
+    check_summary(out / SUMMARY)  # before any work: the summary is written last
     _ensure_tiny_source(recipe)
     manifests = {} if force else _current(recipe, out)
     todo = [a for a in recipe.artifacts if a.format not in manifests]
@@ -62,8 +67,30 @@ def build(recipe: Recipe, out: Path, force: bool = False, progress: bool = True)
     manifests = {a.format: manifests[a.format] for a in recipe.artifacts}  # recipe order
     decisions = [(t, _select(out, manifests, t)) for t in recipe.targets]
     summary = render_summary(recipe, manifests, decisions)
-    write_atomic(out / SUMMARY, summary)
+    check_summary(out / SUMMARY)
+    write_atomic(out / SUMMARY, f"{SUMMARY_MARKER}\n{summary}")
     return BuildResult([a.format for a in todo], skipped, manifests, decisions, summary)
+
+
+def check_summary(path: Path) -> None:
+    """Refuse to overwrite a SUMMARY.md that build did not write (its first line is not our marker)."""
+    if not os.path.lexists(path):
+        return
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            head = f.read(4096)
+    except OSError as exc:
+        raise UsageError(f"cannot read '{path}': {exc.strerror or exc}") from exc
+    if head.split("\n", 1)[0] != SUMMARY_MARKER and not _legacy_summary(head):
+        raise UsageError(f"'{path}' was not written by rerank-export build, which never overwrites it: move it "
+                         "away or choose another --out")
+
+
+def _legacy_summary(head: str) -> bool:
+    """A summary from before the marker: our heading, then our table's header."""
+    lines = head.split("\n")
+    return lines[0].startswith("# ") and lines[0].endswith(": build summary") \
+        and "| artifact | bytes | vs baseline |" in head
 
 
 def _current(recipe: Recipe, out: Path) -> dict[str, Manifest]:
@@ -149,9 +176,11 @@ def render_summary(recipe: Recipe, manifests: dict[str, Manifest], decisions: li
 
 
 def _baseline_bytes(manifests: dict[str, Manifest]) -> int:
-    """Bytes of the 16-bit baseline (bf16, else fp16) the ratios are against; 0 when none was built."""
-    for name in ("baseline-bf16", "baseline-fp16"):
-        if name in manifests:
+    """Bytes of the size reference (the 16-bit baseline) the ratios are against; 0 when none was built."""
+    from .formats import FORMATS
+
+    for name, spec in FORMATS.items():
+        if spec.size_reference and name in manifests:
             return sum(f["bytes"] for f in manifests[name].files.values())
     return 0
 
