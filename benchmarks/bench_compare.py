@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from realshape import OUT, ROOT, build_real_shape, run_worker, write_section
+from realshape import OUT, QUERY, ROOT, SCORES_KEPT, build_real_shape, documents, run_worker, write_section
 
 from rerank_export.formats import get_format
 from rerank_export.manifest import read_manifest
@@ -36,17 +36,6 @@ from rerank_export.manifest import read_manifest
 SCRIPT = Path(__file__).resolve()
 BF16_REUSE = "rerank-export baseline-bf16 (prefix reuse)"  # the issue's yardstick for the fastest CPU path
 VLLM_FORMATS = ("baseline-bf16", "awq-int4")  # what vLLM loads (ONNX is not its format)
-SCORES_KEPT = 20  # each row keeps its first scores, so the driver can check every scorer saw the same prompts
-QUERY = "What are the health effects of drinking green tea every day?"
-SENTENCE = ("Green tea contains catechins and a little caffeine; studies on daily drinkers report small effects "
-            "on blood pressure, cholesterol and alertness, while very high intakes may upset the stomach. ")
-
-
-def documents(n: int, tokens: int = 200) -> list[str]:
-    """n distinct documents of about `tokens` Qwen tokens each (the sentence is ~40 tokens)."""
-    return [f"Document {i}. " + SENTENCE * max(1, tokens // 40) for i in range(n)]
-
-
 # ---------------------------------------------------------------- workers (run in their own process)
 
 def _model_card_scorer(model_dir: str, batch: int, device: str = "cpu", dtype: Any = None):

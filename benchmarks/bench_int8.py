@@ -20,8 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench_compare import QUERY, documents
-from realshape import OUT, build_real_shape, run_worker, write_section
+from realshape import OUT, QUERY, build_real_shape, documents, run_worker, write_section
 
 SCRIPT = Path(__file__).resolve()
 LONG_LENGTH = 4096  # the long batch-mate fits; at 8,192 the ONNX graphs' attention does not fit this machine

@@ -23,8 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench_compare import QUERY, SENTENCE
-from realshape import run_worker, write_section
+from realshape import QUERY, SENTENCE, run_worker, write_section
 
 SCRIPT = Path(__file__).resolve()
 KINDS = ("runtime", "runtime-noreuse", "plain")

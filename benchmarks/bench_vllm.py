@@ -19,8 +19,7 @@ import time
 from pathlib import Path
 
 import psutil
-from bench_compare import QUERY, SCORES_KEPT, documents
-from realshape import OUT, ROOT, build_real_shape, run_worker, write_section
+from realshape import OUT, QUERY, ROOT, SCORES_KEPT, build_real_shape, documents, run_worker, write_section
 
 from rerank_export.manifest import read_manifest
 from rerank_export.vllm_engine import HOST, free_port, post
@@ -48,7 +47,8 @@ def tree_rss(pid: int) -> int:
 
 def vllm_row(folder: Path, python: str, docs: int, length: int, prefix_caching: bool) -> dict:
     from rerank_export.host import device_facts
-    from rerank_export.select import choose_artifact, traits_from_formats
+    from rerank_export.plan import traits_from_formats
+    from rerank_export.select import choose_artifact
     from rerank_export.vllm_command import build_command, read_config, settings_from
     from rerank_export.vllm_server import VllmServer
 

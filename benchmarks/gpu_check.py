@@ -40,7 +40,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
-from bench_compare import QUERY, _model_card_scorer, documents
+from bench_compare import _model_card_scorer
+from realshape import QUERY, documents
 
 FORMATS = ("baseline-bf16", "baseline-fp16", "awq-int4")
 CARD_DTYPE = {"baseline-bf16": "bfloat16", "baseline-fp16": "float16"}  # the card's code at the same precision

@@ -18,6 +18,18 @@ FIXTURE = ROOT.parent / "shared" / "fixtures" / "qwen3-reranker-0.6b"
 OUT = ROOT / "benchmarks" / "out"
 
 
+# The benchmarks' shared workload: one query and distinct documents of a chosen length.
+SCORES_KEPT = 20  # each row keeps its first scores, so the driver can check every scorer saw the same prompts
+QUERY = "What are the health effects of drinking green tea every day?"
+SENTENCE = ("Green tea contains catechins and a little caffeine; studies on daily drinkers report small effects "
+            "on blood pressure, cholesterol and alertness, while very high intakes may upset the stomach. ")
+
+
+def documents(n: int, tokens: int = 200) -> list[str]:
+    """n distinct documents of about `tokens` Qwen tokens each (the sentence is ~40 tokens)."""
+    return [f"Document {i}. " + SENTENCE * max(1, tokens // 40) for i in range(n)]
+
+
 def build_real_shape(out: Path = OUT / "qwen3-reranker-0.6b-random", seed: int = 0) -> Path:
     """Qwen3ForCausalLM with the 0.6B config (28 layers, vocab 151669), bf16, with the real tokenizer."""
     if (out / "model.safetensors").is_file():

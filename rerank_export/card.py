@@ -22,7 +22,7 @@ def render_card(manifest: Manifest, parity_md: str | None) -> str:
     spec = get_format(manifest.format)
     size = sum(f["bytes"] for f in manifest.files.values())
     verdict = (manifest.parity or {}).get("verdict", "unchecked")
-    lines = [*_front_matter(manifest, spec.family),
+    lines = [*_front_matter(manifest, spec.family, spec.library),
              f"# {manifest.source_model} as `{manifest.format}`", "",
              f"A `{spec.family}` artifact of {_source_link(manifest.source_model)}"
              + (f" at revision `{manifest.source_revision}`" if manifest.source_revision else "")
@@ -41,8 +41,7 @@ def _source_link(model: str) -> str:
     return f"[{model}](https://huggingface.co/{model})" if _is_hub_id(model) else f"`{model}`"
 
 
-def _front_matter(manifest: Manifest, family: str) -> list[str]:
-    library = {"onnx": "onnxruntime"}.get(family, "transformers")
+def _front_matter(manifest: Manifest, family: str, library: str) -> list[str]:
     tags = ["reranker", "cross-encoder", "qwen3", "rerank-export", family, manifest.dtype]
     base = [f"base_model: {manifest.source_model}"] if _is_hub_id(manifest.source_model) else []
     return ["---", *base, f"library_name: {library}", "pipeline_tag: text-ranking", "tags:",

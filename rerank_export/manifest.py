@@ -209,7 +209,7 @@ def _memory_problem(memory: dict[str, Any]) -> str | None:
 
 def _range_problem(data: dict[str, Any]) -> str | None:
     """Values of the right type that no artifact of ours can have: each would fail (or score wrong) later."""
-    from .select import MAX_LENGTH_LIMIT  # select imports this module
+    from .contract import MAX_LENGTH_LIMIT
 
     if not 1 <= data["max_length"] <= MAX_LENGTH_LIMIT:
         return f"max_length {data['max_length']} is out of range (1 to {MAX_LENGTH_LIMIT})"

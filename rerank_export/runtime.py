@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 from .contract import DEFAULT_MAX_LENGTH, Contract, load_tokenizer
 from .errors import ArtifactError, NoArtifactFits, RerankExportError, UsageError, first_line
 from .manifest import Manifest
-from .select import Decision, plan
+from .plan import plan
+from .select import Decision
 from .select import token_budget as fitting_budget
 
 if TYPE_CHECKING:
@@ -109,7 +110,7 @@ class Reranker:
                     progress: bool = False) -> Reranker:
         from .formats import get_format
         from .host import cap_cuda_memory
-        from .prefix import PrefixReuseBackend, supports_prefix_reuse
+        from .prefix import PrefixReuseBackend
 
         spec = get_format(manifest.format)
         contract = _load_contract(folder, manifest, decision.max_length)
@@ -118,10 +119,10 @@ class Reranker:
         if fraction is not None:
             log.info("CUDA allocator capped at %.3f of the card (--memory)", fraction)
         backend = spec.loader(folder, manifest, decision.device.kind)
-        if prefix_reuse and supports_prefix_reuse(backend):
+        if prefix_reuse and spec.prefix_reuse == "wrapper":
             backend = PrefixReuseBackend(backend)
-        elif not prefix_reuse and hasattr(backend, "prefix_reuse"):
-            backend.prefix_reuse = False  # backends that reuse prefixes themselves (ONNX with gqa attention)
+        elif not prefix_reuse and spec.prefix_reuse == "own":
+            backend.prefix_reuse = False
         return cls(backend, contract, manifest, folder, decision, progress=progress)
 
     def _batch_budget(self) -> TokenBudget:

@@ -18,14 +18,13 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .contract import DEFAULT_MAX_LENGTH
-from .errors import ArtifactError, UsageError
-from .manifest import Manifest, load_artifacts, verify_files
+from .errors import UsageError
+from .manifest import Manifest
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +38,6 @@ MAX_TOKEN_BUDGET = 32768
 # selector's headroom rule); below it a format's speed is scaled down in proportion.
 GPU_FULL_BATCH_TOKENS = 16384
 
-# Far beyond any Qwen3 context (40,960 positions); it only keeps the memory arithmetic in range.
-MAX_LENGTH_LIMIT = 1 << 20
 # Larger sizes are typos; the cap keeps every byte count finite (a float of 400 nines is inf).
 MAX_MEMORY_BYTES = 2**60
 
@@ -104,14 +101,6 @@ class FormatTraits:
     backend: str
     needs_native_bf16: bool = False  # slower than fp32 where the CPU emulates bf16
     gpu_speed: int = 0
-
-
-def traits_from_formats() -> dict[str, FormatTraits]:
-    """FormatTraits for every entry of the FORMATS table."""
-    from .formats import FORMATS
-
-    return {name: FormatTraits(s.fidelity, s.cpu_speed, tuple(s.devices), s.dtype, s.backend, s.needs_native_bf16,
-                               s.gpu_speed) for name, s in FORMATS.items()}
 
 
 @dataclass(frozen=True)
@@ -262,36 +251,3 @@ def render_decision(decision: Decision) -> str:
         if decision.note:
             lines.append(decision.note)
     return "\n".join(lines)
-
-
-def plan(artifacts_dir: str | Path, device: str = "auto", memory_budget: int | str | None = None,
-         max_length: int = DEFAULT_MAX_LENGTH, allow_unverified: bool = False,
-         backends: Sequence[str] | None = None, verify: bool = False,
-         check: Callable[[str, Manifest], None] | None = None,
-         broken: dict[str, str] | None = None) -> tuple[Decision, dict[str, Manifest]]:
-    """The selector's decision over every artifact under `artifacts_dir` (nothing loaded).
-
-    A folder with a broken manifest is skipped with a warning naming it. With `verify`, the chosen
-    artifact is checked (`check`: default its files against their sha256; load() and pick pass
-    preflight.preflight, every check loading makes); one that fails is passed over for the next, as are the
-    folders in `broken` ({folder: why}, e.g. failed to load), which is updated in place.
-    """
-    from .host import device_facts  # host reads the machine (torch, psutil); the choice itself stays pure
-
-    if max_length < 1:
-        raise UsageError(f"max length must be positive, got {max_length}")
-    manifests = {str(f): m for f, m in load_artifacts(artifacts_dir)}
-    facts = device_facts(device, memory_budget)
-    broken = {} if broken is None else broken
-    check = check or verify_files
-    while True:
-        decision = choose_artifact(list(manifests.items()), facts, max_length, traits_from_formats(),
-                                   allow_unverified, backends, broken)
-        if not verify or decision.chosen is None:
-            return decision, manifests
-        try:
-            check(decision.chosen.folder, manifests[decision.chosen.folder])
-            return decision, manifests
-        except ArtifactError as exc:
-            log.warning("passing over %s: %s", decision.chosen.folder, exc)
-            broken[decision.chosen.folder] = f"unusable ({exc})"

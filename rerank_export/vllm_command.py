@@ -24,6 +24,7 @@ from typing import Any
 
 from .contract import score_template_path
 from .errors import ArtifactError, MissingExtra, RerankExportError, UsageError
+from .formats.spec import FLOAT_DTYPES
 from .manifest import Manifest
 from .select import Decision
 
@@ -52,8 +53,7 @@ MIN_GPU_UTILIZATION, MAX_GPU_UTILIZATION = 0.05, 0.95
 CPU_STEP_TOKENS = 4096
 GiB = 2**30
 # vLLM's --dtype for an unquantized artifact: its own precision (vLLM's `auto` runs fp32 weights in 16 bits).
-VLLM_DTYPES = {"fp32": "float32", "float32": "float32", "bf16": "bfloat16", "bfloat16": "bfloat16",
-               "fp16": "float16", "float16": "float16"}
+VLLM_DTYPES = {**FLOAT_DTYPES, **{torch_name: torch_name for torch_name in FLOAT_DTYPES.values()}}
 
 
 @dataclass(frozen=True)

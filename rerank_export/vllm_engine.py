@@ -111,7 +111,8 @@ class VllmEngine:
 
     def command(self, folder: Path, manifest: Manifest, max_length: int, port: int) -> VllmCommand:
         from .host import device_facts, resolve_device
-        from .select import choose_artifact, traits_from_formats
+        from .plan import traits_from_formats
+        from .select import choose_artifact
 
         facts = device_facts(resolve_device(self.device), self.memory)
         decision = choose_artifact([(str(folder), manifest)], facts, max_length, traits_from_formats(),

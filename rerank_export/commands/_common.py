@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Callable
 
 from ..reference import DEFAULT_MODEL
-from ..select import MAX_LENGTH_LIMIT
+from ..contract import MAX_LENGTH_LIMIT
 
 MAX_SEED = 2**32 - 1  # numpy's seed range, inside torch's
 

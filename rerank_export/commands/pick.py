@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 
 from ..contract import DEFAULT_MAX_LENGTH
-from ..select import plan, render_decision
+from ..plan import plan
+from ..select import render_decision
 from ._common import max_length_int, size_bytes
 
 NAME = "pick"

@@ -148,7 +148,8 @@ def _run_builtin(args: argparse.Namespace, api_key: str | None) -> int:
 
 def _vllm_decision(args: argparse.Namespace) -> tuple[Decision, dict]:
     from ..host import device_facts, resolve_device
-    from ..select import choose_artifact, plan
+    from ..plan import plan
+    from ..select import choose_artifact
     from ..vllm_command import is_original_checkpoint, original_checkpoint
 
     kind = resolve_device(args.device)  # cuda when a GPU is visible, else vLLM's CPU build

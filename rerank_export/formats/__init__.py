@@ -74,7 +74,8 @@ ONNX_INT4_LIMITS = AWQ_LIMITS
 _CPU_EP, _CUDA_EP = {"cpu": "CPUExecutionProvider"}, {"cuda": "CUDAExecutionProvider"}
 _TORCH_ANYWHERE = {"cpu": "torch", "cuda": "torch"}
 
-_ONNX = {"family": "onnx", "backend": "onnxruntime", "loader": onnx.load, "extra": "cpu",
+_ONNX = {"family": "onnx", "backend": "onnxruntime", "loader": onnx.load, "extra": "cpu", "prefix_reuse": "own",
+         "library": "onnxruntime",
          "check": lambda folder, _manifest: onnx.check_graph(folder / onnx.MODEL_FILE)}
 _TORCH = {"backend": "torch", "vllm_loadable": True}
 _BASELINE = {**_TORCH, "family": "baseline", "exporter": baseline.export, "loader": baseline.load,
@@ -86,9 +87,9 @@ FORMATS: dict[str, FormatSpec] = {s.name: s for s in (
                check=lambda folder, _manifest: awq.read_quant_config(folder),
                options=awq.AwqOptions, vllm_quantization="awq", **_TORCH),
     FormatSpec("baseline-bf16", dtype="bf16", thresholds=HALF_LIMITS, fidelity=80, cpu_speed=65, gpu_speed=95,
-               devices=_TORCH_ANYWHERE, needs_native_bf16=True, **_BASELINE),
+               devices=_TORCH_ANYWHERE, needs_native_bf16=True, size_reference=True, **_BASELINE),
     FormatSpec("baseline-fp16", dtype="fp16", thresholds=HALF_LIMITS, fidelity=85, cpu_speed=5, gpu_speed=100,
-               devices={"cuda": "torch"}, **_BASELINE),
+               devices={"cuda": "torch"}, size_reference=True, **_BASELINE),
     FormatSpec("baseline-fp32", dtype="fp32", thresholds=FP32_LIMITS, fidelity=100, cpu_speed=20, gpu_speed=30,
                devices=_TORCH_ANYWHERE, **_BASELINE),
     FormatSpec("onnx-fp16", dtype="fp16", thresholds=ONNX_FP16_LIMITS, fidelity=85, cpu_speed=10, gpu_speed=80,

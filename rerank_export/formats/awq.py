@@ -204,7 +204,6 @@ def compute_dtype(device: str) -> Any:
 
 def load(folder: Path, manifest: Manifest | None, device: str = "cpu") -> TorchBackend:
     """A Backend over the 4-bit model: fp32 compute on CPU, fp16 on CUDA; weights stay packed."""
-    import torch
     from safetensors.torch import load_file
     from transformers import AutoConfig
 

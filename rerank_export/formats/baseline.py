@@ -17,10 +17,11 @@ from ..contract import save_tokenizer, write_rope_theta
 from ..manifest import Manifest
 from ..scoring import OutOfMemory
 from .common import write_manifest
+from .spec import FLOAT_DTYPES
 
 log = logging.getLogger(__name__)
 
-TORCH_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+TORCH_DTYPES = FLOAT_DTYPES
 
 
 def torch_dtype(name: str) -> Any:

@@ -13,7 +13,7 @@ from dataclasses import Field, dataclass, field, fields
 from typing import Any
 
 from ..errors import UsageError
-from ..select import MAX_LENGTH_LIMIT
+from ..contract import MAX_LENGTH_LIMIT
 
 Rule = tuple[Callable[[Any], bool], str]  # (accepts the value?, what it must be)
 

@@ -14,6 +14,10 @@ if TYPE_CHECKING:
     from ..scoring import Backend
 
 
+# Float storage precisions by our short names and by torch's (the one table; vLLM's --dtype uses torch's).
+FLOAT_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
 @dataclass(frozen=True)
 class Thresholds:
     """Parity limits an artifact must stay within against the reference (None = not checked)."""
@@ -109,3 +113,9 @@ class FormatSpec:
     vllm_quantization: str | None = None
     # Load-time checks of the folder that need no weights read (preflight.py runs them for pick and load).
     check: Checker | None = None
+    # How the runtime reuses a query's shared prefix: "wrapper" (prefix.PrefixReuseBackend around a torch
+    # decoder + score head) or "own" (the backend does it itself: ONNX graphs with past inputs).
+    prefix_reuse: str = "wrapper"
+    library: str = "transformers"  # the model card's library_name (what loads the folder)
+    # The artifact the build summary's size ratios are against (the first built, in FORMATS order).
+    size_reference: bool = False

@@ -9,6 +9,7 @@ import pytest
 
 from rerank_export.errors import UsageError
 from rerank_export.manifest import Manifest, MemoryModel
+from rerank_export.plan import traits_from_formats
 from rerank_export.select import (
     GPU_FULL_BATCH_TOKENS,
     MAX_TOKEN_BUDGET,
@@ -21,7 +22,6 @@ from rerank_export.select import (
     parse_memory,
     render_decision,
     token_budget,
-    traits_from_formats,
 )
 
 GiB, MiB = 2**30, 2**20
