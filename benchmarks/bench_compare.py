@@ -204,12 +204,14 @@ def engine_rows(args: argparse.Namespace) -> dict:
             folder = args.artifacts / name
             if not (folder / "manifest.json").is_file():
                 continue
-            try:
-                row = vllm_row(folder, args.vllm_python, docs, 200, prefix_caching=True)
-                row["peak_above_loaded_mib"] = row["peak_mib"] - row["loaded_mib"]
-            except Exception as exc:  # noqa: BLE001 (a row records its failure and the run goes on)
-                row = {"error": str(exc)[:200]}
-            rows[f"vLLM CPU {name} (prefix caching, /v1/rerank, all its processes)"] = row
+            # Both ways: vLLM's own thread binding, and the one `serve --engine vllm` sets (cpu_binding.py).
+            for binding in ("default", "serve"):
+                try:
+                    row = vllm_row(folder, args.vllm_python, docs, 200, prefix_caching=True, binding=binding)
+                    row["peak_above_loaded_mib"] = row["peak_mib"] - row["loaded_mib"]
+                except Exception as exc:  # noqa: BLE001 (a row records its failure and the run goes on)
+                    row = {"error": str(exc)[:200]}
+                rows[f"vLLM CPU {name} ({binding} binding, prefix caching, /v1/rerank, all its processes)"] = row
     if args.genai:
         from bench_genai import genai_rows
 

@@ -16,6 +16,7 @@ import argparse
 import json
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import psutil
@@ -45,7 +46,10 @@ def tree_rss(pid: int) -> int:
         return 0
 
 
-def vllm_row(folder: Path, python: str, docs: int, length: int, prefix_caching: bool) -> dict:
+def vllm_row(folder: Path, python: str, docs: int, length: int, prefix_caching: bool,
+             binding: str = "serve") -> dict:
+    """One vLLM row; `binding` "serve": the thread binding `serve --engine vllm` sets (cpu_binding.py),
+    "default": vLLM's own (VLLM_CPU_OMP_THREADS_BIND=auto, one core reserved)."""
     from rerank_export.host import device_facts
     from rerank_export.plan import traits_from_formats
     from rerank_export.select import choose_artifact
@@ -56,7 +60,10 @@ def vllm_row(folder: Path, python: str, docs: int, length: int, prefix_caching: 
     facts = device_facts("cpu", None)
     decision = choose_artifact([(str(folder), manifest)], facts, 2048, traits_from_formats(), True, ("torch",))
     extra = [] if prefix_caching else ["--no-enable-prefix-caching"]
-    command = build_command(folder, settings_from(decision, config), config, manifest, HOST, port,
+    settings = settings_from(decision, config)
+    if binding == "default":
+        settings = replace(settings, cpu_binding=())
+    command = build_command(folder, settings, config, manifest, HOST, port,
                             python=python, bf16=facts.cpu_bf16, extra=extra)
     with VllmServer(command, folder, HOST, port) as server:
         texts = documents(docs, length)
@@ -78,7 +85,7 @@ def vllm_row(folder: Path, python: str, docs: int, length: int, prefix_caching: 
     scores = [r["relevance_score"] for r in sorted(results, key=lambda r: r["index"])]
     return {"pairs_per_s": docs / seconds, "seconds": seconds, "loaded_mib": loaded / 2**20,
             "peak_mib": peak[0] / 2**20, "docs": len(results), "scores": scores[:SCORES_KEPT],
-            "dtype": command.argv[command.argv.index("--dtype") + 1]}
+            "dtype": command.argv[command.argv.index("--dtype") + 1], "binding": dict(settings.cpu_binding)}
 
 
 def runtime_row(folder: Path, docs: int, length: int, prefix_reuse: bool) -> dict:
@@ -94,6 +101,7 @@ def render(rows: list[dict], command: str, cpu: str) -> str:
              "of ~200 tokens; peak RSS of the whole engine (vLLM: all its processes).")
     lines = ["## vLLM (CPU build) against rerank_export's runtime", "", f"`{command}`", "", about, "",
              "| engine | artifact | prefix reuse | pairs/s | loaded MiB | peak MiB |", "|---|---|---|---:|---:|---:|"]
+    # vLLM rows name their thread binding: vLLM's default, or the one `serve --engine vllm` sets.
     for r in rows:
         if "error" in r:
             lines.append(f"| {r['engine']} | {r['artifact']} | {r['prefix']} | error: {r['error']} | | |")
@@ -111,6 +119,8 @@ def main() -> None:
     parser.add_argument("--formats", nargs="+", default=["baseline-bf16", "awq-int4"])
     parser.add_argument("--artifacts", type=Path, default=OUT / "artifacts")
     parser.add_argument("--results", type=Path, default=None)
+    parser.add_argument("--bindings", nargs="+", choices=["default", "serve"], default=["default", "serve"],
+                        help="vLLM's thread binding: its own default, and/or the one serve --engine vllm sets")
     args = parser.parse_args()
     model = build_real_shape()
     export(model, args.artifacts, args.formats)
@@ -118,9 +128,10 @@ def main() -> None:
     for name in args.formats:
         folder = args.artifacts / name
         for prefix in (True, False):
-            for engine in ("vllm", "runtime"):
+            for engine in [*(f"vllm ({b} binding)" for b in args.bindings), "runtime"]:
                 try:
-                    row = vllm_row(folder, args.vllm_python, args.docs, args.length, prefix) if engine == "vllm" \
+                    row = vllm_row(folder, args.vllm_python, args.docs, args.length, prefix,
+                                   engine.split("(")[1].split()[0]) if engine.startswith("vllm") \
                         else runtime_row(folder, args.docs, args.length, prefix)
                 except Exception as exc:  # noqa: BLE001 (a row records its failure and the run goes on)
                     row = {"error": str(exc)[:200]}

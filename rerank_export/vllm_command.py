@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .contract import score_template_path
+from .cpu_binding import HostCpus, binding, read_host
 from .errors import ArtifactError, MissingExtra, RerankExportError, UsageError
 from .formats.spec import FLOAT_DTYPES
 from .manifest import Manifest
@@ -64,6 +65,7 @@ class VllmSettings:
     max_num_batched_tokens: int
     gpu_memory_utilization: float | None = None  # cuda: vLLM's share of the whole GPU
     cpu_kv_cache_gib: int | None = None  # cpu: VLLM_CPU_KVCACHE_SPACE
+    cpu_binding: tuple[tuple[str, str], ...] = ()  # cpu: OpenMP binding and reserved cores (cpu_binding.py)
 
 
 @dataclass(frozen=True)
@@ -90,11 +92,13 @@ class VllmCommand:
         return f"# plus the API key in the environment as {API_KEY_ENV} (never argv)" if self.api_key else ""
 
 
-def settings_from(decision: Decision, config: dict[str, Any] | None = None) -> VllmSettings:
-    """vLLM's limits from the selector's numbers: the usable memory and the token budget."""
+def settings_from(decision: Decision, config: dict[str, Any] | None = None,
+                  host: HostCpus | None = None) -> VllmSettings:
+    """vLLM's limits from the selector's numbers (the usable memory and the token budget); on a CPU also
+    its thread binding, from `host` (default: this machine's)."""
     facts = decision.device
     if facts.kind == "cpu":
-        return cpu_settings(decision, config or {})
+        return cpu_settings(decision, config or {}, host or read_host())
     seqs = max(1, min(MAX_NUM_SEQS, decision.token_budget // TYPICAL_PAIR_TOKENS))
     batched = max(decision.token_budget, decision.max_length)
     # vLLM's utilisation is a share of the whole GPU; give it what the selector counted as usable.
@@ -112,7 +116,7 @@ def kv_bytes_per_token(config: dict[str, Any]) -> int:
     return 2 * layers * heads * head_dim * width
 
 
-def cpu_settings(decision: Decision, config: dict[str, Any]) -> VllmSettings:
+def cpu_settings(decision: Decision, config: dict[str, Any], host: HostCpus | None = None) -> VllmSettings:
     """On CPU the KV cache is a fixed size (VLLM_CPU_KVCACHE_SPACE, whole GiB) on top of weights and
     activations: split the selector's token budget so that activations and KV of one step both fit."""
     chosen = decision.chosen
@@ -125,7 +129,8 @@ def cpu_settings(decision: Decision, config: dict[str, Any]) -> VllmSettings:
     tokens = max(decision.max_length, min(tokens, CPU_STEP_TOKENS))
     seqs = max(1, min(MAX_NUM_SEQS, tokens // TYPICAL_PAIR_TOKENS))
     kv_gib = max(1, math.ceil(tokens * kv / GiB))
-    return VllmSettings("cpu", decision.max_length, seqs, tokens, cpu_kv_cache_gib=kv_gib)
+    bound = tuple(sorted(binding(host or read_host()).items()))
+    return VllmSettings("cpu", decision.max_length, seqs, tokens, cpu_kv_cache_gib=kv_gib, cpu_binding=bound)
 
 
 def read_config(folder: Path) -> dict[str, Any]:
@@ -197,6 +202,7 @@ def build_command(folder: str | Path, settings: VllmSettings, config: dict[str, 
         argv += ["--gpu-memory-utilization", f"{settings.gpu_memory_utilization:.2f}"]
     if settings.cpu_kv_cache_gib is not None:
         env[KV_CACHE_ENV] = str(settings.cpu_kv_cache_gib)
+    env.update(settings.cpu_binding)
     argv += checkpoint_flags(config, manifest, bf16)
     if served_name:
         argv += ["--served-model-name", served_name]
