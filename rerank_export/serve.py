@@ -73,6 +73,7 @@ BOOKKEEPING = {
 RERANK_ONLY = {"relevant_spans": "Cohere v2; only {\"mode\": \"disabled\"}: no spans are computed"}
 RELEVANT_SPANS_KEYS = ("mode", "threshold", "max_spans")  # Cohere's RerankRelevantSpans
 MAX_CACHE_SALT = 1024  # vLLM's field limit
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # escaped in error messages, which stay one line
 TEI_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}  # TEI's names; int8/int4 stay ours
 SCORE_LABEL = "relevance"  # the one label of the artifacts' classifier head (formats/baseline.py)
 WILDCARD_BINDS = {"0.0.0.0", "::", ""}
@@ -625,12 +626,16 @@ def create_app(reranker: Any, model_name: str | None = None, api_key: str | None
 def error_body(status: int, message: str, kind: str = "invalid_request_error",
                param: str | None = None) -> dict[str, Any]:
     """The one error shape every refusal uses (vLLM's ErrorResponse; `code` is the HTTP status)."""
-    return {"error": {"message": _encodable(message), "type": kind, "param": _encodable(param), "code": status}}
+    return {"error": {"message": _one_line(message), "type": kind, "param": _one_line(param), "code": status}}
 
 
-def _encodable(text: str | None) -> str | None:
-    """`text` with any lone surrogate spelled as \\udXXX: an error naming a client's bad key must still encode."""
-    return None if text is None else text.encode("utf-8", "backslashreplace").decode("utf-8")
+def _one_line(text: str | None) -> str | None:
+    """`text` with lone surrogates and control characters escaped (\\ud800, \\n): an error may quote a client's
+    key, and must still encode and stay one line."""
+    if text is None:
+        return None
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
 def _error(status: int, message: str, kind: str = "invalid_request_error", param: str | None = None,

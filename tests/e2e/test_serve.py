@@ -271,6 +271,14 @@ def test_unknown_keys_are_refused_at_every_level_by_name(roomy_url, what, path, 
     assert_error(post(roomy_url, path, body), 400, f"'{field}' is not a field", field)
 
 
+@pytest.mark.parametrize("path,query", [("/v1/rerank", "query"), ("/score", "queries")])
+def test_a_key_with_control_characters_is_named_on_one_line(roomy_url, path, query):
+    r = post(roomy_url, path, {query: "q", "documents": [{"text": "a", "line\nbreak\u0000": 1}]})
+    message = r.json()["error"]["message"]
+    assert r.status_code == 400 and "\n" not in message and "\x00" not in message, message
+    assert "line\\nbreak\\x00" in message, message
+
+
 def test_non_text_parts_are_refused_by_name(roomy_url):
     image = {"type": "image_url", "image_url": {"url": "http://x/y.png"}}
     body = {"query": "q", "documents": [{"content": [{"type": "text", "text": "a"}, image]}]}
