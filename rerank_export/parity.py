@@ -215,8 +215,9 @@ def combine(eval_sets: Sequence[EvalSet]) -> EvalSet:
     return EvalSet("+".join(e.name for e in eval_sets), tuple(g for e in eval_sets for g in e.groups))
 
 
-def load_thresholds(path: str | Path | None) -> dict[str, dict[str, float]]:
-    """Per-format overrides from JSON or TOML: {"onnx-int8": {"max_abs_dp": 0.05}, ...}."""
+def load_thresholds(path: str | Path | None) -> dict[str, Thresholds]:
+    """Per-format limits from JSON or TOML overrides, {"onnx-int8": {"max_abs_dp": 0.05}, ...}: each named
+    format's FORMATS limits with its overrides in place, every value checked now, before any scoring."""
     if path is None:
         return {}
     path = Path(path)
@@ -231,14 +232,17 @@ def load_thresholds(path: str | Path | None) -> dict[str, dict[str, float]]:
             data = json.loads(path.read_text())
     except (ValueError, RecursionError) as exc:
         raise UsageError(f"thresholds file '{path}' is not valid {path.suffix.lstrip('.') or 'JSON'}: {exc}") from exc
-    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+    if not isinstance(data, dict):
         raise UsageError(f"thresholds file '{path}' must map format names to {{metric: limit}} tables")
-    for name, limits in data.items():
-        try:  # every value checked now, before any scoring: a NaN limit would pass every check
-            get_format(name).thresholds.override(limits, f"thresholds file '{path}': {name}")
-        except UsageError as exc:
-            raise UsageError(str(exc) if str(path) in str(exc) else f"thresholds file '{path}': {exc}") from None
-    return data
+    return {name: _format_limits(name, limits, f"thresholds file '{path}'") for name, limits in data.items()}
+
+
+def _format_limits(name: str, limits: Any, where: str) -> Thresholds:
+    try:
+        spec = get_format(name)
+    except UsageError as exc:
+        raise UsageError(f"{where}: {exc}") from None
+    return spec.thresholds.override(limits, f"{where}: {name}")
 
 
 def check_artifacts(root: str | Path, source: SourceModel, eval_sets: Sequence[EvalSet],

@@ -24,7 +24,7 @@ A recipe is a TOML file validated into frozen dataclasses; unknown keys are an e
 
 from __future__ import annotations
 
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,47 +32,72 @@ import tomllib
 
 from .contract import DEFAULT_MAX_LENGTH
 from .errors import RecipeError, UsageError
-from .formats import FORMATS, parse_format_options
-from .formats.options import LENGTH, POSITIVE, TEXT, TEXTS, Rule, is_int, optional
+from .formats import FORMATS, get_format, parse_format_options
+from .formats.options import (
+    INTERNAL,
+    LENGTH,
+    POSITIVE,
+    TABLE,
+    TEXT,
+    TEXTS,
+    Rule,
+    array_of_tables,
+    check_table,
+    is_int,
+    option,
+    optional,
+    parse_options,
+    rules,
+    table_error,
+)
+from .formats.spec import FormatSpec, Thresholds
+
+SEED: Rule = (lambda v: is_int(v) and 0 <= v <= 2**32 - 1, "an integer from 0 to 4294967295")
+DEVICE: Rule = (lambda v: v in ("cuda", "cpu"), "'cuda' or 'cpu'")
+MEMORY: Rule = (lambda v: isinstance(v, str) or is_int(v), 'a size such as "4GiB"')
 
 
 @dataclass(frozen=True)
 class SourceSpec:
-    model: str
-    revision: str | None = None
+    model: str = option(rule=TEXT)
+    revision: str | None = option(None, optional(TEXT))
     # Set only in the offline demo recipe: build the embedded tiny model into `model` when it is missing.
-    tiny_seed: int | None = None
+    tiny_seed: int | None = option(None, optional(SEED))
 
 
 @dataclass(frozen=True)
 class ArtifactSpec:
-    format: str
-    options: dict[str, Any] = field(default_factory=dict)
+    format: str = option(rule=TEXT)
+    # As written in the recipe: the recipe stamp compares it, so a rebuild follows an edit of the recipe.
+    options: dict[str, Any] = field(default_factory=dict, metadata=rules(TABLE))
+    # The format's options dataclass, parsed from `options` when the recipe is read (None: not parsed yet).
+    parsed: Any = field(default=None, metadata=INTERNAL)
 
 
 @dataclass(frozen=True)
 class ParitySpec:
-    eval: tuple[str, ...] = ("builtin",)
-    max_queries: int | None = None
-    thresholds: dict[str, dict[str, float]] = field(default_factory=dict)
+    eval: tuple[str, ...] = option(("builtin",), TEXTS)
+    max_queries: int | None = option(None, optional(POSITIVE))
+    # {format: its FORMATS limits with the recipe's overrides in place}; formats not named keep FORMATS'.
+    thresholds: dict[str, Thresholds] = field(default_factory=dict, metadata=rules(TABLE))
 
 
 @dataclass(frozen=True)
 class TargetSpec:
-    name: str
-    device: str
-    memory: str
-    max_length: int = DEFAULT_MAX_LENGTH
+    name: str = option(rule=TEXT)
+    device: str = option(rule=DEVICE)
+    memory: str = option(rule=MEMORY)
+    max_length: int = option(DEFAULT_MAX_LENGTH, LENGTH)
 
 
 @dataclass(frozen=True)
 class Recipe:
-    name: str
-    source: SourceSpec
-    artifacts: tuple[ArtifactSpec, ...]
-    parity: ParitySpec = ParitySpec()
-    targets: tuple[TargetSpec, ...] = ()
-    path: str = ""
+    name: str = option(rule=TEXT)
+    source: SourceSpec = field(metadata=rules(TABLE))
+    artifacts: tuple[ArtifactSpec, ...] = option(rule=array_of_tables("artifacts"))
+    parity: ParitySpec = field(default_factory=ParitySpec, metadata=rules(TABLE))
+    targets: tuple[TargetSpec, ...] = option((), array_of_tables("targets"))
+    path: str = field(default="", metadata=INTERNAL)
 
     def artifact_names(self) -> list[str]:
         return [a.format for a in self.artifacts]
@@ -91,113 +116,66 @@ def load_recipe(path: str | Path) -> Recipe:
 
 
 def parse_recipe(data: dict[str, Any], where: str = "recipe") -> Recipe:
-    """Validate every key and value (types, ranges, known names) into a Recipe; errors name `where` and the key."""
-    _known(data, Recipe, where, skip={"path"})
-    _check_fields({k: v for k, v in data.items() if k == "name"}, {"name": TEXT}, where)
-    source = _build(SourceSpec, _table(data, "source", where), f"{where}: [source]")
-    artifacts = tuple(_artifact(a, f"{where}: artifacts[{i}]") for i, a in enumerate(_list(data, "artifacts", where)))
+    """Validate every key and value (types, ranges, known names) into a Recipe; errors name `where` and the key.
+
+    Every section goes through the one table parser (formats/options.py); its UsageErrors become RecipeErrors.
+    """
+    try:
+        return _recipe(data, where)
+    except UsageError as exc:
+        raise RecipeError(str(exc)) from None
+
+
+def _recipe(data: Any, where: str) -> Recipe:
+    top = check_table(Recipe, data, where, kind="key")
+    source = parse_options(SourceSpec, top["source"], f"{where}: [source]", kind="key")
+    artifacts = tuple(_artifact(a, f"{where}: artifacts[{i}]") for i, a in enumerate(top["artifacts"]))
     if not artifacts:
-        raise RecipeError(f"{where}: [[artifacts]] is empty; name at least one format of {', '.join(FORMATS)}")
+        raise table_error(where, f"[[artifacts]] is empty; name at least one format of {', '.join(FORMATS)}")
     _unique([a.format for a in artifacts], "format", f"{where}: [[artifacts]]")
-    parity = _parity(data.get("parity", {}), f"{where}: [parity]")
-    targets = tuple(_target(t, f"{where}: targets[{i}]") for i, t in enumerate(_list(data, "targets", where)))
+    parity = _parity(top.get("parity", {}), f"{where}: [parity]")
+    targets = tuple(_target(t, f"{where}: targets[{i}]") for i, t in enumerate(top.get("targets", ())))
     _unique([t.name for t in targets], "name", f"{where}: [[targets]]")
-    if "name" not in data:
-        raise RecipeError(f"{where}: 'name' is missing")
-    return Recipe(data["name"], source, artifacts, parity, targets, where)
-
-
-TABLE: Rule = (lambda v: isinstance(v, dict), "a table")
-SEED: Rule = (lambda v: is_int(v) and 0 <= v <= 2**32 - 1, "an integer from 0 to 4294967295")
-
-FIELDS: dict[type, dict[str, Rule]] = {
-    SourceSpec: {"model": TEXT, "revision": optional(TEXT), "tiny_seed": optional(SEED)},
-    ArtifactSpec: {"format": TEXT, "options": TABLE},
-    ParitySpec: {"eval": TEXTS, "max_queries": optional(POSITIVE), "thresholds": TABLE},
-    TargetSpec: {"name": TEXT, "device": (lambda v: v in ("cuda", "cpu"), "'cuda' or 'cpu'"),
-                 "memory": (lambda v: isinstance(v, str) or is_int(v), 'a size such as "4GiB"'),
-                 "max_length": LENGTH},
-}
-
-def _known(data: Any, cls: type, where: str, skip: set[str] = frozenset()) -> None:
-    if not isinstance(data, dict):
-        raise RecipeError(f"{where}: expected a table, not {_show(data)}")
-    allowed = {f.name for f in fields(cls)} - skip
-    for key in data:
-        if key not in allowed:
-            raise RecipeError(f"{where}: unknown key '{key}' (known: {', '.join(sorted(allowed))})")
-
-
-def _check_fields(data: dict[str, Any], rules: dict[str, Rule], where: str) -> None:
-    for key, value in data.items():
-        ok, what = rules[key]
-        if not ok(value):
-            raise RecipeError(f"{where}: '{key}' must be {what}, not {_show(value)}")
-
-
-def _build(cls: type, data: Any, where: str) -> Any:
-    _known(data, cls, where)
-    _check_fields(data, FIELDS[cls], where)
-    missing = [f.name for f in fields(cls) if f.name not in data
-               and f.default is MISSING and f.default_factory is MISSING]
-    if missing:
-        raise RecipeError(f"{where}: '{missing[0]}' is missing")
-    return cls(**data)
-
-
-def _show(value: Any, limit: int = 40) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + "..."
+    return Recipe(top["name"], source, artifacts, parity, targets, where)
 
 
 def _unique(values: list[str], key: str, where: str) -> None:
     seen = {v for v in values if values.count(v) > 1}
     if seen:
-        raise RecipeError(f"{where}: {key} '{min(seen)}' appears more than once")
-
-
-def _table(data: dict[str, Any], key: str, where: str) -> dict[str, Any]:
-    if key not in data:
-        raise RecipeError(f"{where}: missing [{key}]")
-    return data[key]
-
-
-def _list(data: dict[str, Any], key: str, where: str) -> list[Any]:
-    value = data.get(key, [])
-    if not isinstance(value, list):
-        raise RecipeError(f"{where}: '{key}' must be an array of tables ([[{key}]])")
-    return value
+        raise table_error(where, f"{key} '{min(seen)}' appears more than once")
 
 
 def _artifact(data: Any, where: str) -> ArtifactSpec:
-    spec = _build(ArtifactSpec, data, where)
-    if spec.format not in FORMATS:
-        raise RecipeError(f"{where}: format '{spec.format}' is unknown; known: {', '.join(FORMATS)}")
-    try:  # checked now, before any export: a typo is an error, not a silent default
-        parse_format_options(FORMATS[spec.format], spec.options, f"{where}: options for {spec.format}")
-    except UsageError as exc:
-        raise RecipeError(str(exc)) from None
-    return spec
+    """The entry with its options parsed now, before any export: a typo is an error, not a silent default."""
+    spec = parse_options(ArtifactSpec, data, where, kind="key")
+    fmt = _format(spec.format, where)
+    parsed = parse_format_options(fmt, spec.options, f"{where}: options for {spec.format}")
+    return ArtifactSpec(spec.format, spec.options, parsed)
 
 
 def _parity(data: Any, where: str) -> ParitySpec:
-    spec = _build(ParitySpec, data, where)
-    for fmt, limits in spec.thresholds.items():
-        if fmt not in FORMATS:
-            raise RecipeError(f"{where}: thresholds for unknown format '{fmt}'; known: {', '.join(FORMATS)}")
-        try:  # checked now, before any export or scoring: a NaN limit would pass every check
-            FORMATS[fmt].thresholds.override(limits, f"{where}: thresholds.{fmt}")
-        except UsageError as exc:
-            raise RecipeError(str(exc)) from None
-    return ParitySpec(tuple(spec.eval), spec.max_queries, spec.thresholds)
+    """Each format's thresholds parsed now, before any export or scoring: a NaN limit would pass every check."""
+    spec = parse_options(ParitySpec, data, where, kind="key")
+    limits = {}
+    for fmt, values in spec.thresholds.items():
+        at = f"{where}: thresholds.{fmt}"
+        limits[fmt] = _format(fmt, at).thresholds.override(values, at)
+    return ParitySpec(spec.eval, spec.max_queries, limits)
+
+
+def _format(name: str, where: str) -> FormatSpec:
+    try:
+        return get_format(name)
+    except UsageError as exc:  # the registry's own message (it lists the known names), placed in the recipe
+        raise table_error(where, str(exc)) from None
 
 
 def _target(data: Any, where: str) -> TargetSpec:
-    spec = _build(TargetSpec, data, where)
+    spec = parse_options(TargetSpec, data, where, kind="key")
     from .select import parse_memory
 
     try:
         parse_memory(str(spec.memory))
     except UsageError as exc:
-        raise RecipeError(f"{where}: {exc}") from None
+        raise table_error(where, str(exc)) from None
     return spec

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from .options import between, option, parse_options
 
 if TYPE_CHECKING:
     from ..manifest import Manifest
@@ -18,63 +19,33 @@ if TYPE_CHECKING:
 FLOAT_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
+# Where each limit can lie: |dp| of probabilities in [0, 1]; correlations in [-1, 1]; rates in [0, 1].
+# None (not checked) is a default only: an override names a number (TOML has no null).
+DP, CORRELATION, RATE = between(0.0, 1.0), between(-1.0, 1.0), between(0.0, 1.0)
+
+
 @dataclass(frozen=True)
 class Thresholds:
     """Parity limits an artifact must stay within against the reference (None = not checked)."""
 
-    max_abs_dp: float = 1e-4
-    mean_abs_dp: float = 1e-5
-    min_spearman_mean: float = 0.999
-    min_spearman_worst: float = 0.99
-    min_kendall_mean: float = 0.99
-    min_top1: float = 1.0
-    min_ndcg10: float = 0.999
+    max_abs_dp: float = option(1e-4, DP)
+    mean_abs_dp: float = option(1e-5, DP)
+    min_spearman_mean: float = option(0.999, CORRELATION)
+    min_spearman_worst: float | None = option(0.99, CORRELATION)
+    min_kendall_mean: float = option(0.99, CORRELATION)
+    min_top1: float = option(1.0, RATE)
+    min_ndcg10: float = option(0.999, RATE)
     # |dp| of a pair alone against the same pair in batches (parity.batch_invariance); fp32 kernels pick
     # other blockings for other shapes, so even exact formats differ by rounding there.
-    max_batch_dp: float | None = 1e-5
+    max_batch_dp: float | None = option(1e-5, DP)
 
     def override(self, values: Any, where: str = "thresholds") -> Thresholds:
         """These limits with `values` ({field: number}) in place; every value is checked (finite, in range).
 
-        `where` names the file and format in errors, e.g. "thresholds file 'x.json': onnx-int8".
+        A Thresholds instance (already parsed, e.g. a recipe's) passes through unchanged. `where` names the
+        file and format in errors, e.g. "thresholds file 'x.json': onnx-int8".
         """
-        from ..errors import UsageError
-
-        if not isinstance(values, dict):
-            raise UsageError(f"{where}: expected a table of {{metric: limit}}, not {_show(values)}")
-        known = {f.name for f in fields(self)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise UsageError(f"{where}: unknown threshold(s) {unknown}; known: {sorted(known)}")
-        checked = {key: _limit(key, value, where) for key, value in values.items()}
-        return Thresholds(**{**self.__dict__, **checked})
-
-
-# Where each limit can lie: |dp| of probabilities in [0, 1]; correlations in [-1, 1]; rates in [0, 1].
-LIMIT_RANGES = {"max_abs_dp": (0.0, 1.0), "mean_abs_dp": (0.0, 1.0), "min_spearman_mean": (-1.0, 1.0),
-                "min_spearman_worst": (-1.0, 1.0), "min_kendall_mean": (-1.0, 1.0), "min_top1": (0.0, 1.0),
-                "min_ndcg10": (0.0, 1.0), "max_batch_dp": (0.0, 1.0)}
-
-
-def _limit(key: str, value: Any, where: str) -> float:
-    """A finite number in the metric's range: NaN would pass every check (NaN < x is False)."""
-    from ..errors import UsageError
-
-    low, high = LIMIT_RANGES[key]
-    try:
-        number = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-    except OverflowError:  # an integer past float range
-        number = math.inf
-    if number is None:
-        raise UsageError(f"{where}: {key} must be a finite number, not {_show(value)}")
-    if not math.isfinite(number) or not low <= number <= high:
-        raise UsageError(f"{where}: {key} must be a finite number from {low:g} to {high:g}, not {_show(value)}")
-    return number
-
-
-def _show(value: Any, limit: int = 40) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + "..."
+        return parse_options(Thresholds, values, where, kind="threshold", base=self)
 
 
 # Exporters write one artifact into the folder they are given (the export stage's temp folder, renamed

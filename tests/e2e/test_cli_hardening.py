@@ -269,13 +269,13 @@ def test_pick_on_a_file_or_nothing(tmp_path, capsys):
 # --- parity: thresholds and --only checked before the model loads --------------------------------------
 
 @pytest.mark.parametrize("name, text, fragment", [
-    ("t.json", '{"awq-int4": {"max_abs_dp": NaN}}', "awq-int4: max_abs_dp must be a finite number from 0 to 1"),
-    ("t.toml", '[awq-int4]\nmax_abs_dp = nan\n', "max_abs_dp must be a finite number from 0 to 1, not nan"),
-    ("t.json", '{"awq-int4": {"max_abs_dp": "abc"}}', "max_abs_dp must be a finite number, not 'abc'"),
-    ("t.json", '{"awq-int4": {"max_abs_dp": null}}', "max_abs_dp must be a finite number, not None"),
+    ("t.json", '{"awq-int4": {"max_abs_dp": NaN}}', "awq-int4: 'max_abs_dp' must be a finite number from 0 to 1"),
+    ("t.toml", '[awq-int4]\nmax_abs_dp = nan\n', "'max_abs_dp' must be a finite number from 0 to 1, not nan"),
+    ("t.json", '{"awq-int4": {"max_abs_dp": "abc"}}', "'max_abs_dp' must be a finite number from 0 to 1, not 'abc'"),
+    ("t.json", '{"awq-int4": {"max_abs_dp": null}}', "'max_abs_dp' must be a finite number from 0 to 1, not None"),
     ("t.json", '{"awq-int4": {"max_abs_dp": 1e999}}', "not inf"),
-    ("t.json", '{"awq-int4": {"min_top1": -0.5}}', "min_top1 must be a finite number from 0 to 1"),
-    ("t.json", '{"awq-int4": {"max_dp": 0.1}}', "unknown threshold(s) ['max_dp']"),
+    ("t.json", '{"awq-int4": {"min_top1": -0.5}}', "'min_top1' must be a finite number from 0 to 1"),
+    ("t.json", '{"awq-int4": {"max_dp": 0.1}}', "awq-int4: unknown threshold 'max_dp' (known: max_abs_dp"),
     ("t.json", '{"gguf": {"max_abs_dp": 0.1}}', "'gguf' is not a known artifact format"),
     ("t.json", "[" * 50000, "is not valid json: maximum recursion"),
     ("t.json", b'{"awq-int4": {"max_abs_dp": 0.1}}\xff', "is not valid json"),
@@ -315,7 +315,7 @@ BASE_RECIPE = 'name = "r"\n[source]\nmodel = "MODEL"\n[[artifacts]]\nformat = "b
     (('format = "baseline-bf16"', 'format = "awq-int4"\noptions = { calib_samples = "abc" }'),
      "options for awq-int4: 'calib_samples' must be a positive integer, not 'abc'"),
     (("", "[parity]\nthresholds = 5\n"), "[parity]: 'thresholds' must be a table, not 5"),
-    (("", '[parity.thresholds.baseline-bf16]\nmax_abs_dp = "0.1"\n'), "max_abs_dp must be a finite number"),
+    (("", '[parity.thresholds.baseline-bf16]\nmax_abs_dp = "0.1"\n'), "'max_abs_dp' must be a finite number from 0 to 1, not '0.1'"),
     (("", '[[targets]]\nname = "t"\ndevice = "cpu"\nmemory = "4GiB"\nmax_length = "big"\n'),
      "targets[0]: 'max_length' must be an integer from 1 to"),
 ])
