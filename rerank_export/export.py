@@ -13,12 +13,15 @@ from typing import Any
 
 from .errors import UsageError
 from .formats import get_format, parse_format_options
+from .formats.options import as_table
 from .formats.spec import FormatSpec
 from .manifest import Manifest, atomic_dir, check_target, make_marked_dir
 from .memory import measure_artifact
 from .reference import SourceModel
 
 log = logging.getLogger(__name__)
+
+OPTIONS_KEY = "options"  # manifest.details[OPTIONS_KEY]: the exporter's options as a table
 
 
 def export_formats(model: str, revision: str | None, out_root: Path, names: Sequence[str],
@@ -55,6 +58,7 @@ def _export_groups(source: SourceModel, out_root: Path, specs: list[FormatSpec],
             folders = {s.name: stack.enter_context(atomic_dir(out_root / s.name, replace)) for s in group}
             manifests = _write(source, group, folders, opts)
             for manifest in manifests:
+                record_options(manifest, opts[manifest.format])
                 log.info("measuring the activation memory of %s", manifest.format)
                 done[manifest.format] = measure_artifact(folders[manifest.format], manifest)
     return [done[s.name] for s in specs]
@@ -65,6 +69,12 @@ def _write(source: SourceModel, group: list[FormatSpec], folders: dict[str, Path
     if group[0].exporter_many is not None:
         return group[0].exporter_many(source, folders, group, {s.name: opts[s.name] for s in group})
     return [s.exporter(source, folders[s.name], s, opts[s.name]) for s in group]
+
+
+def record_options(manifest: Manifest, options: Any) -> None:
+    """The options the artifact was built with, every default spelled out, in `details["options"]`
+    (written with the measurement next). Manifests from before lack the key: nothing reads it to load."""
+    manifest.details[OPTIONS_KEY] = as_table(options)
 
 
 def prepare_out_root(out_root: str | Path) -> Path:

@@ -40,9 +40,12 @@ def quantization_config(bits: int, group_size: int) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class AwqOptions:
-    """The AWQ search and its calibration set (`rerank-export awq` flags, a recipe's `options`)."""
+    """The AWQ search and its calibration set (`rerank-export awq` flags, a recipe's `options`).
 
-    w_bit: int = option(4, one_of(4), "weight bits (the AWQ GEMM layout is 4-bit only)")
+    No bit width: the AWQ GEMM layout vLLM loads is 4-bit only, so 4 is the format, not an option.
+    """
+
+    # Must divide every decoder linear's input width: checked against the model before the search.
     group_size: int = 128
     calib: str | None = option(None, help="calibration JSONL of {query, document[, instruction]} lines")
     calib_samples: int = DEFAULT_SAMPLES

@@ -14,7 +14,8 @@ from rerank_export.errors import ArtifactError, EvalSetError, UsageError
 from rerank_export.evalsets import builtin_eval_set
 from rerank_export.export import export_formats
 from rerank_export.formats import FORMATS
-from rerank_export.formats.awq import SEARCH_FILE, load
+from rerank_export.formats.awq import SEARCH_FILE, AwqOptions, load
+from rerank_export.formats.options import as_table
 from rerank_export.manifest import read_manifest
 from rerank_export.parity import check_artifacts
 
@@ -67,6 +68,8 @@ def test_manifest_records_calibration_and_search(awq_root, source):
     assert manifest.details["calibration"]["name"] == "builtin"
     assert manifest.details["calibration"]["samples"] == 16
     assert manifest.details["search"]["n_grid"] == 20 and manifest.details["search"]["clip"] is True
+    # Every option it was built with, defaults spelled out (the export stage records them)
+    assert manifest.details["options"] == {**as_table(AwqOptions()), **OPTIONS}
     baseline_bytes = sum(p.numel() * 2 for p in source.lm.parameters())  # 16-bit, tied embedding
     assert manifest.memory.weight_bytes < baseline_bytes
 
@@ -126,7 +129,8 @@ def test_missing_weights_are_refused(awq_root, copy_tree):
         load(folder, None, "cpu")
 
 
-@pytest.mark.parametrize("options, message", [({"w_bit": 3}, "awq-int4 options: .w_bit. must be one of 4"), ({"group_size": 96}, "--group-size 96")])
+@pytest.mark.parametrize("options, message", [({"w_bit": 4}, "awq-int4 options: unknown option .w_bit."),
+                                              ({"group_size": 96}, "--group-size 96")])
 def test_bad_options_fail_before_the_search(source, tmp_path, options, message):
     with pytest.raises(UsageError, match=message):
         export_formats(source.model_id, None, tmp_path, [NAME], {NAME: options}, source=source)

@@ -7,6 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
+from rerank_export.errors import UsageError
 from rerank_export.evalsets import builtin_eval_set
 from rerank_export.export import export_formats
 from rerank_export.formats import get_format
@@ -31,6 +32,14 @@ def int4_root(tmp_path_factory, source):
     return root
 
 
+def test_a_bad_block_size_fails_before_any_work(tmp_path):
+    # No source model at all: the options are read first, so onnxruntime's own assertion (after the whole
+    # AWQ search) is never reached.
+    with pytest.raises(UsageError, match=r"onnx-int4 options: 'group_size' must be a power of two from 16"):
+        export_formats(str(tmp_path / "nowhere"), None, tmp_path / "out", [NAME], {NAME: {"group_size": 24}})
+    assert not (tmp_path / "out").exists()
+
+
 def _scores(folder, pairs):
     from rerank_export import load
 
@@ -43,6 +52,7 @@ def test_reuses_the_awq_search_and_quantizes_every_decoder_matmul(int4_root, sou
     details = read_manifest(int4_root / NAME).details
     assert details["awq"]["search_from"] == "cache"  # awq-int4 ran the search, onnx-int4 read it
     assert details["int4"]["block_size"] == 128 and details["int4"]["embedding"] == "int4, blocks of 32"
+    assert details["options"]["group_size"] == 128 and details["options"]["embedding_block_size"] == 32
     model = onnx.load(str(int4_root / NAME / ox.MODEL_FILE), load_external_data=False)
     ops = [n.op_type for n in model.graph.node]
     assert ops.count("MatMulNBits") == 7 * source.lm.config.num_hidden_layers  # q k v o gate up down

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..awq import AwqOptions
-from ..options import NON_NEGATIVE, one_of, option
+from ..options import BLOCK, NON_NEGATIVE, one_of, option
 from .convert import (
     FP16_FP32_OPS,
     INT4_ACCURACY_LEVEL,
@@ -36,7 +36,7 @@ class OnnxInt8Options(OnnxOptions):
     quantize_embedding: bool = False  # also the embedding Gather (about halves the file)
     per_channel: bool = True  # dynamic only
     reduce_range: bool = INT8_REDUCE_RANGE  # dynamic only
-    block_size: int = INT8_BLOCK  # nbits only
+    block_size: int = option(INT8_BLOCK, BLOCK, "nbits only: MatMulNBits block size")
     accuracy_level: int = option(4, NON_NEGATIVE, "nbits only: MatMulNBits accuracy level")
 
 
@@ -44,6 +44,8 @@ class OnnxInt8Options(OnnxOptions):
 class OnnxInt4Options(OnnxOptions, AwqOptions):
     """The AWQ search's options (shared with awq-int4, and its cached search) plus the 4-bit blocks'."""
 
+    # AWQ's group size is also the MatMulNBits block size here (convert.to_int4), so it is a block size too.
+    group_size: int = option(AwqOptions.group_size, BLOCK, "AWQ group and MatMulNBits block size")
     quantize_embedding: bool = True
     accuracy_level: int = option(INT4_ACCURACY_LEVEL, NON_NEGATIVE, "MatMulNBits accuracy level")
-    embedding_block_size: int = INT4_EMBEDDING_BLOCK
+    embedding_block_size: int = option(INT4_EMBEDDING_BLOCK, BLOCK, "GatherBlockQuantized block size")
