@@ -204,7 +204,7 @@ def engine_rows(args: argparse.Namespace) -> dict:
             folder = args.artifacts / name
             if not (folder / "manifest.json").is_file():
                 continue
-            # Both ways: vLLM's own thread binding, and the one `serve --engine vllm` sets (cpu_binding.py).
+            # Both ways: vLLM's own thread binding, and the one `serve --engine vllm` sets (vllm/binding.py).
             for binding in ("default", "serve"):
                 try:
                     row = vllm_row(folder, args.vllm_python, docs, 200, prefix_caching=True, binding=binding)

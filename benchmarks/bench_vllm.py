@@ -23,7 +23,7 @@ import psutil
 from realshape import OUT, QUERY, ROOT, SCORES_KEPT, build_real_shape, documents, run_worker, write_section
 
 from rerank_export.manifest import read_manifest
-from rerank_export.vllm_engine import HOST, free_port, post
+from rerank_export.vllm.engine import HOST, free_port, post
 
 COMPARE = Path(__file__).resolve().parent / "bench_compare.py"
 SAMPLE_SECONDS = 0.2
@@ -48,13 +48,13 @@ def tree_rss(pid: int) -> int:
 
 def vllm_row(folder: Path, python: str, docs: int, length: int, prefix_caching: bool,
              binding: str = "serve") -> dict:
-    """One vLLM row; `binding` "serve": the thread binding `serve --engine vllm` sets (cpu_binding.py),
+    """One vLLM row; `binding` "serve": the thread binding `serve --engine vllm` sets (vllm/binding.py),
     "default": vLLM's own (VLLM_CPU_OMP_THREADS_BIND=auto, one core reserved)."""
     from rerank_export.host import device_facts
     from rerank_export.plan import traits_from_formats
     from rerank_export.select import choose_artifact
-    from rerank_export.vllm_command import build_command, read_config, settings_from
-    from rerank_export.vllm_server import VllmServer
+    from rerank_export.vllm.command import build_command, read_config, settings_from
+    from rerank_export.vllm.server import VllmServer
 
     manifest, config, port = read_manifest(folder), read_config(folder), free_port()
     facts = device_facts("cpu", None)

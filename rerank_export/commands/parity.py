@@ -101,7 +101,7 @@ def _engine(args: argparse.Namespace) -> object | None:
         if args.vllm_python:
             raise UsageError("--vllm-python applies to --engine vllm only")
         return None
-    from ..vllm_engine import VllmEngine
+    from ..vllm.engine import VllmEngine
 
     engine = VllmEngine(args.vllm_python)
     engine.check()
@@ -110,7 +110,7 @@ def _engine(args: argparse.Namespace) -> object | None:
 
 def _vllm_loadable(root: Path, names: list[str]) -> list[str]:
     """The named artifacts vLLM loads (baseline, AWQ); the others are named and skipped."""
-    from ..vllm_engine import vllm_loadable
+    from ..vllm.engine import vllm_loadable
 
     folders = {folder.name: folder for folder, _ in load_artifacts(root)}
     keep = [n for n in names if vllm_loadable(folders[n])]

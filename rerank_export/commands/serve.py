@@ -10,7 +10,7 @@ import stat
 from pathlib import Path
 
 from ..errors import MissingExtra, NoArtifactFits, UsageError
-from ..select import Decision, why_nothing
+from ..select import why_nothing
 from .pick import add_device_arguments
 
 NAME = "serve"
@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         host_list,
         positive_seconds,
     )
-    from ..vllm_command import VLLM_PYTHON_ENV
+    from ..vllm.command import VLLM_PYTHON_ENV
     from ._common import port_int, positive_int, size_bytes
 
     parser.add_argument("artifacts", help="artifacts root (or one artifact folder)")
@@ -146,46 +146,19 @@ def _run_builtin(args: argparse.Namespace, api_key: str | None) -> int:
     return 0
 
 
-def _vllm_decision(args: argparse.Namespace) -> tuple[Decision, dict]:
-    from ..host import device_facts, resolve_device
-    from ..plan import plan
-    from ..select import choose_artifact
-    from ..vllm_command import is_original_checkpoint, original_checkpoint
-
-    kind = resolve_device(args.device)  # cuda when a GPU is visible, else vLLM's CPU build
-    if is_original_checkpoint(args.artifacts):
-        manifest, traits = original_checkpoint(args.artifacts)
-        decision = choose_artifact([(args.artifacts, manifest)], device_facts(kind, args.memory),
-                                   args.max_length, traits, args.allow_unverified)
-        return decision, {args.artifacts: manifest}
-    return plan(args.artifacts, kind, args.memory, args.max_length, args.allow_unverified, backends=("torch",))
-
-
-def _bf16(decision: Decision) -> bool:
-    """Whether the device runs bf16 natively (AWQ's activation dtype); unknown GPUs get fp16, which all run."""
-    if decision.device.kind == "cpu":
-        return decision.device.cpu_bf16
-    from ..host import cuda_available
-
-    if not cuda_available():  # planning for a GPU elsewhere (--memory)
-        return False
-    import torch
-
-    return bool(torch.cuda.is_bf16_supported())
-
-
 def _run_vllm(args: argparse.Namespace, api_key: str | None) -> int:
     from ..manifest import verify_files
-    from ..vllm_command import build_command, check_vllm, read_config, settings_from, vllm_python
-    from ..vllm_engine import free_port
-    from ..vllm_server import DEFAULT_START_TIMEOUT, VllmServer, run_foreground
+    from ..vllm.command import build_command, check_vllm, read_config, settings_from, vllm_python
+    from ..vllm.decide import decide, native_bf16
+    from ..vllm.engine import free_port
+    from ..vllm.server import DEFAULT_START_TIMEOUT, VllmServer, run_foreground
 
     if args.allowed_hosts is not None:
         raise UsageError("--allowed-hosts applies to the builtin engine only (vLLM has no Host check)")
     if any(a == "--api-key" or a.startswith("--api-key=") for a in args.vllm_args):
         raise UsageError(f"pass the key with --api-key-file or ${API_KEY_ENV}: it reaches vLLM through its "
                          "environment, never its argv")
-    decision, manifests = _vllm_decision(args)
+    decision, manifests = decide(args.artifacts, args.device, args.memory, args.max_length, args.allow_unverified)
     if decision.chosen is None:
         raise NoArtifactFits(why_nothing(decision))
     folder = Path(decision.chosen.folder)
@@ -194,7 +167,7 @@ def _run_vllm(args: argparse.Namespace, api_key: str | None) -> int:
     python = vllm_python(args.vllm_python)
     port = args.port or free_port()  # --port 0: a free one, chosen here so that the health check knows it
     command = build_command(folder, settings_from(decision, config), config, manifest, args.host, port,
-                            args.served_model_name or manifest.source_model, api_key, python, _bf16(decision),
+                            args.served_model_name or manifest.source_model, api_key, python, native_bf16(decision),
                             args.vllm_args)
     if args.print_command:
         print("\n".join(filter(None, [command.note(), command.render()])))

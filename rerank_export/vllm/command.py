@@ -22,12 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .contract import score_template_path
-from .cpu_binding import HostCpus, binding, read_host
-from .errors import ArtifactError, MissingExtra, RerankExportError, UsageError
-from .formats.spec import FLOAT_DTYPES
-from .manifest import Manifest
-from .select import Decision
+from ..contract import score_template_path
+from ..errors import ArtifactError, MissingExtra, RerankExportError, UsageError
+from ..formats.spec import FLOAT_DTYPES
+from ..manifest import Manifest
+from ..select import Decision
+from .binding import HostCpus, binding, read_host
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class VllmSettings:
     max_num_batched_tokens: int
     gpu_memory_utilization: float | None = None  # cuda: vLLM's share of the whole GPU
     cpu_kv_cache_gib: int | None = None  # cpu: VLLM_CPU_KVCACHE_SPACE
-    cpu_binding: tuple[tuple[str, str], ...] = ()  # cpu: OpenMP binding and reserved cores (cpu_binding.py)
+    cpu_binding: tuple[tuple[str, str], ...] = ()  # cpu: OpenMP binding and reserved cores (binding.py)
 
 
 @dataclass(frozen=True)
@@ -169,7 +169,7 @@ def checkpoint_flags(config: dict[str, Any], manifest: Manifest | None, bf16: bo
                             "artifact or the original Qwen3ForCausalLM reranker")
     method = (config.get("quantization_config") or {}).get("quant_method")
     if method is None and manifest is not None:
-        from .formats import FORMATS
+        from ..formats import FORMATS
 
         spec = FORMATS.get(manifest.format)
         method = spec.vllm_quantization if spec is not None else None
@@ -256,8 +256,8 @@ def original_checkpoint(folder: str | Path) -> tuple[Manifest, dict[str, Any]]:
     the reference itself, so its parity is a pass by definition. Its yes/no ids stay -1: the prompt's
     scoring is vLLM's (--hf-overrides), never this toolkit's.
     """
-    from .manifest import MemoryModel
-    from .select import FormatTraits
+    from ..manifest import MemoryModel
+    from ..select import FormatTraits
 
     folder = Path(folder)
     cfg = read_config(folder)

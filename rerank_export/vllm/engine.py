@@ -16,12 +16,12 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from .contract import Contract, format_body
-from .errors import ArtifactError
-from .evalsets import EvalGroup, EvalSet
-from .manifest import Manifest, read_manifest
-from .vllm_command import VllmCommand, build_command, check_vllm, read_config, settings_from, vllm_python
-from .vllm_server import DEFAULT_START_TIMEOUT, VllmServer
+from ..contract import Contract, format_body
+from ..errors import ArtifactError
+from ..evalsets import EvalGroup, EvalSet
+from ..manifest import Manifest, read_manifest
+from .command import VllmCommand, build_command, check_vllm, read_config, settings_from, vllm_python
+from .server import DEFAULT_START_TIMEOUT, VllmServer
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ def free_port() -> int:
 
 def vllm_loadable(folder: str | Path) -> bool:
     """vLLM serves our Hugging Face folders (FORMATS' vllm_loadable: baseline, AWQ); ONNX it cannot."""
-    from .formats import FORMATS
+    from ..formats import FORMATS
 
     try:
         spec = FORMATS.get(read_manifest(folder).format)
@@ -105,14 +105,14 @@ class VllmEngine:
         return {"name": "vllm", "version": version, "python": self.python}
 
     def ran_on(self) -> dict[str, Any]:
-        from .host import resolve_device
+        from ..host import resolve_device
 
         return {"device": resolve_device(self.device), "engine": self.facts()}
 
     def command(self, folder: Path, manifest: Manifest, max_length: int, port: int) -> VllmCommand:
-        from .host import device_facts, resolve_device
-        from .plan import traits_from_formats
-        from .select import choose_artifact
+        from ..host import device_facts, resolve_device
+        from ..plan import traits_from_formats
+        from ..select import choose_artifact
 
         facts = device_facts(resolve_device(self.device), self.memory)
         decision = choose_artifact([(str(folder), manifest)], facts, max_length, traits_from_formats(),

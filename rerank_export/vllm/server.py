@@ -18,8 +18,8 @@ import urllib.request
 from pathlib import Path
 from types import FrameType
 
-from .errors import ArtifactError
-from .vllm_command import VllmCommand
+from ..errors import ArtifactError
+from .command import VllmCommand
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ import httpx
 import numpy as np
 import pytest
 
-from rerank_export.vllm_command import VLLM_PYTHON_ENV
+from rerank_export.vllm.command import VLLM_PYTHON_ENV
 
 from .test_serve import ServerThread, assert_error
 from .test_vllm import Served

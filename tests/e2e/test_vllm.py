@@ -27,8 +27,8 @@ from rerank_export.evalsets import EvalGroup, EvalSet, builtin_eval_set
 from rerank_export.manifest import read_manifest
 from rerank_export.parity import check_artifacts, score_set
 from rerank_export.reference import ReferenceBackend
-from rerank_export.vllm_command import API_KEY_ENV, VLLM_PYTHON_ENV
-from rerank_export.vllm_engine import free_port, post
+from rerank_export.vllm.command import API_KEY_ENV, VLLM_PYTHON_ENV
+from rerank_export.vllm.engine import free_port, post
 
 VLLM_PY = os.environ.get(VLLM_PYTHON_ENV)
 pytestmark = [pytest.mark.vllm, pytest.mark.needs_fixtures,

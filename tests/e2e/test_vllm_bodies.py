@@ -16,7 +16,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from rerank_export.vllm_command import VLLM_PYTHON_ENV
+from rerank_export.vllm.command import VLLM_PYTHON_ENV
 
 from .test_serve import ServerThread
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import shlex
 
 from rerank_export.cli import main
-from rerank_export.cpu_binding import (
+from rerank_export.vllm.binding import (
     BIND_ENV,
     RESERVED_ENV,
     HostCpus,

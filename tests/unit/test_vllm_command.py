@@ -16,7 +16,7 @@ from rerank_export.errors import ArtifactError
 from rerank_export.host import CUDA_CONTEXT_BYTES
 from rerank_export.manifest import Manifest, MemoryModel
 from rerank_export.select import USABLE_FRACTION, DeviceFacts, FormatTraits, choose_artifact
-from rerank_export.vllm_command import (
+from rerank_export.vllm.command import (
     API_KEY_ENV,
     CPU_STEP_TOKENS,
     KV_CACHE_ENV,
@@ -31,7 +31,7 @@ from rerank_export.vllm_command import (
     kv_bytes_per_token,
     settings_from,
 )
-from rerank_export.vllm_server import exit_status, failure_reason
+from rerank_export.vllm.server import exit_status, failure_reason
 
 GiB = 2**30
 SEQ_CLS = {"architectures": ["Qwen3ForSequenceClassification"], "torch_dtype": "float32"}
@@ -128,7 +128,7 @@ def print_command(args: list[str], capsys, passthrough: tuple[str, ...] = ()) ->
 def test_print_command_for_a_real_artifact_on_a_cpu(baseline_artifacts, capsys):
     cmd = print_command([str(baseline_artifacts), "--device", "cpu", "--memory", "16GiB", "--max-length", "2048",
                          "--allow-unverified", "--port", "9001", "--vllm-python", "/py"], capsys)
-    env = [c for c in cmd if c.startswith("VLLM_CPU_")]  # KV cache, thread binding (cpu_binding.py)
+    env = [c for c in cmd if c.startswith("VLLM_CPU_")]  # KV cache, thread binding (vllm/binding.py)
     assert env[0].startswith(KV_CACHE_ENV + "=") and int(env[0].split("=")[1]) >= 1
     argv = cmd[len(env):]
     assert argv[:3] == ["/py", "-m", VLLM_MODULE]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from rerank_export.contract import Contract
-from rerank_export.vllm_engine import scored_document, vllm_loadable
+from rerank_export.vllm.engine import scored_document, vllm_loadable
 
 pytestmark = pytest.mark.needs_fixtures
 
