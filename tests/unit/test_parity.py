@@ -141,3 +141,33 @@ def test_the_gate_reports_batch_invariance_with_its_limit(verified_artifacts):
     assert report["thresholds"]["max_batch_dp"] == 1e-5
     assert 0 <= report["metrics"]["batch_max_dp"] <= 1e-5, report["metrics"]["batch_max_dp"]
     assert "batch_max_dp" in (verified_artifacts / "baseline-fp32" / "parity.md").read_text()
+
+
+def test_a_thresholds_file_reads_into_formats_limits_with_its_overrides(tmp_path):
+    from dataclasses import replace
+
+    from rerank_export.formats import FORMATS
+    from rerank_export.parity import load_thresholds
+
+    path = tmp_path / "t.toml"
+    path.write_text("[onnx-int8]\nmax_abs_dp = 0.05\nmin_top1 = 1\n")
+    limits = load_thresholds(path)["onnx-int8"]
+    assert limits == replace(FORMATS["onnx-int8"].thresholds, max_abs_dp=0.05, min_top1=1.0)
+    assert isinstance(limits.min_top1, float)  # an integer limit is a number like any other
+    assert FORMATS["onnx-int8"].thresholds.override(limits) is limits  # parsed once: passes through the gate
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"max_abs_dp": 1.5}, "x: 'max_abs_dp' must be a finite number from 0 to 1, not 1.5"),
+    ({"min_spearman_worst": -2}, "'min_spearman_worst' must be a finite number from -1 to 1, not -2"),
+    ({"max_batch_dp": True}, "'max_batch_dp' must be a finite number from 0 to 1, not True"),
+    ({"min_top1": 10**400}, "'min_top1' must be a finite number from 0 to 1, not 1000000"),
+    ({"max_dp": 0.1}, "x: unknown threshold 'max_dp' (known: max_abs_dp, max_batch_dp,"),
+    ([0.1], "x: expected a table, not [0.1]"),
+])
+def test_every_threshold_is_checked_against_its_range(values, message):
+    from rerank_export.errors import UsageError
+
+    with pytest.raises(UsageError) as exc:
+        Thresholds().override(values, "x")
+    assert message in str(exc.value)
