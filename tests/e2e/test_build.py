@@ -61,4 +61,4 @@ def test_build_with_a_bad_recipe_is_one_line(tmp_path, capsys):
     bad.write_text('name = "x"\n[source]\nmodel = "m"\n[[artifacts]]\nformat = "nope"\n')
     assert main(["build", str(bad), "--out", str(tmp_path / "a")]) == 1
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "format 'nope' is unknown" in err
+    assert len(err.splitlines()) == 1 and "artifacts[0]: 'nope' is not a known artifact format; known: " in err
