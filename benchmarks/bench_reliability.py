@@ -3,6 +3,12 @@ a 900-document one, slow or half-sent requests, and memory after one long docume
 
     .venv/bin/python benchmarks/bench_reliability.py [--before REV] [--real-shape FOLDER] \
         [--results benchmarks/RESULTS.md]
+    .venv/bin/python benchmarks/bench_reliability.py --only bounded   # malformed bodies, largest request
+
+`--only bounded` runs one largest request the default limits allow (a body near the 8 MiB cap, its documents
+cut to the per-text byte cap, as many as the per-request byte cap takes) while small requests are sent, and
+reports the small ones' p50/p99 latency. Every run reports its counts: HTTP requests sent, 5xx answers,
+tracebacks in the servers' logs, and files lost (or changed) in the artifact folder it served.
 
 Each case runs against the real server (`python -m rerank_export serve`, a subprocess on 127.0.0.1) over the
 tiny random-weight model, built offline and passed through the parity gate as the tests do (serve refuses
@@ -15,6 +21,7 @@ served with --allow-unverified: its weights are random, so only its memory count
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import socket
@@ -42,6 +49,23 @@ BEFORE = "b097d8f"  # the last commit whose server had no fair turns, read deadl
 WORK = OUT / "reliability"
 QUERY = "What is the capital of France?"
 MIB = 2**20
+PROSE = "Paris is the capital of France, and the Seine runs through it past the Louvre. "
+TALLY = {"sent": 0, "5xx": 0, "tracebacks": 0}  # over every server and case of one run
+_TALLY_LOCK = threading.Lock()
+
+
+def tally(status: int) -> int:
+    """Count one HTTP request sent and whether it got a 5xx (0: no answer)."""
+    with _TALLY_LOCK:
+        TALLY["sent"] += 1
+        TALLY["5xx"] += status >= 500
+    return status
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """Every file under `folder` (relative path) and its sha256: what 'files lost' compares."""
+    return {str(f.relative_to(folder)): hashlib.sha256(f.read_bytes()).hexdigest()
+            for f in sorted(folder.rglob("*")) if f.is_file()}
 
 
 def tiny_artifacts(root: Path = WORK / "artifacts") -> Path:
@@ -86,8 +110,9 @@ class Server:
         self.command = [sys.executable, "-m", "rerank_export", "serve", str(artifacts), "--device", "cpu",
                         "--port", str(self.port), "--quiet", *flags]
         env = {**os.environ, "PYTHONPATH": str(tree), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 (closed in __exit__, after its tracebacks are counted)
         self.proc = subprocess.Popen(self.command, cwd=tree, env=env, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+                                     stderr=self.log, stdin=subprocess.DEVNULL)
 
     def __enter__(self) -> Self:
         deadline = time.monotonic() + 300
@@ -106,6 +131,10 @@ class Server:
             self.proc.wait(30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+            self.proc.wait()
+        self.log.seek(0)
+        TALLY["tracebacks"] += self.log.read().count(b"Traceback (most recent call last)")
+        self.log.close()
 
     def rss(self) -> int:
         return psutil.Process(self.proc.pid).memory_info().rss
@@ -119,8 +148,12 @@ class Server:
 
 def rerank(base: str, documents: list[str], timeout: float = 3600) -> tuple[int, float]:
     start = time.perf_counter()
-    r = httpx.post(f"{base}/v1/rerank", json={"query": QUERY, "documents": documents}, timeout=timeout)
-    return r.status_code, time.perf_counter() - start
+    try:
+        r = httpx.post(f"{base}/v1/rerank", json={"query": QUERY, "documents": documents}, timeout=timeout)
+    except httpx.TransportError:
+        tally(0)
+        raise
+    return tally(r.status_code), time.perf_counter() - start
 
 
 def fuzz(server: Server) -> dict:
@@ -131,7 +164,7 @@ def fuzz(server: Server) -> dict:
     classes: dict[str, int] = {}
     with httpx.Client(base_url=server.base, timeout=60, headers={"Content-Type": "application/json"}) as client:
         for route, body in corpus():
-            status = client.post(route, content=body).status_code
+            status = tally(client.post(route, content=body).status_code)
             classes[f"{status // 100}xx"] = classes.get(f"{status // 100}xx", 0) + 1
     return {"cases": sum(classes.values()), "classes": dict(sorted(classes.items())), "alive": server.alive()}
 
@@ -188,6 +221,45 @@ def fairness(server: Server, docs: int, chars: int) -> dict:
             "first_probe_s": probes[0] if probes else None,
             "probe_median_s": statistics.median(probes) if probes else None,
             "probe_max_s": max(probes) if probes else None}
+
+
+def largest_allowed(max_length: int, max_request_tokens: int = 131072, max_body: int = 8 * MIB) -> list[str]:
+    """The largest request the limits allow: as many documents as the per-request byte cap takes once each is
+    cut to the per-text cap, each as long as the body cap allows (so every one is cut)."""
+    from rerank_export.serve import BYTES_PER_TOKEN, text_cap
+
+    cap = text_cap(max_length)
+    count = max_request_tokens * BYTES_PER_TOKEN // (cap + len(QUERY))
+    size = (max_body - 64 * 1024) // count  # room for the JSON around them
+    return [(f"document {i} " + PROSE * (size // len(PROSE) + 1))[:size] for i in range(count)]
+
+
+def bounded(server: Server, max_length: int, clients: int = 2) -> dict:
+    """Small requests (one short document, `clients` senders one after another) while the largest allowed
+    request runs: their p50/p99 latency, and the large one's status and time."""
+    alone = [rerank(server.base, ["Paris is the capital of France."])[1] for _ in range(5)]
+    body, big = largest_allowed(max_length), {}
+
+    def run_big() -> None:
+        big["status"], big["s"] = rerank(server.base, body)
+
+    def small(_: int) -> list[float]:
+        out = []
+        while thread.is_alive():
+            status, seconds = rerank(server.base, ["Paris is the capital of France."], timeout=120)
+            out.append(seconds if status == 200 else float("inf"))
+        return out
+
+    thread = threading.Thread(target=run_big)
+    thread.start()
+    with ThreadPoolExecutor(clients) as pool:
+        latencies = [t for rows in pool.map(small, range(clients)) for t in rows]
+    thread.join()
+    return {"docs": len(body), "doc_bytes": len(body[0]), "body_mib": sum(map(len, body)) / MIB,
+            "alone_median_s": statistics.median(alone), "big_status": big.get("status"), "big_s": big.get("s"),
+            "small": len(latencies), "small_failed": sum(t == float("inf") for t in latencies),
+            "p50_s": percentile(latencies, 0.5), "p99_s": percentile(latencies, 0.99),
+            "max_s": max(latencies)}
 
 
 HALF_SENT = {"nothing": b"", "partial headers": b"POST /v1/rerank HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Ty",
@@ -279,6 +351,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--real-words", type=int, default=2200, help="words of the real-shape long document")
     p.add_argument("--results", type=Path, default=None, help="write the section into this RESULTS.md")
     p.add_argument("--from-json", type=Path, default=None, help="with --results: the section from a saved run")
+    p.add_argument("--only", choices=["bounded"], default=None,
+                   help="run only the malformed bodies and the largest-allowed-request case, print their JSON")
     return p.parse_args(argv)
 
 
@@ -290,10 +364,18 @@ def main(argv: list[str] | None = None) -> int:
         write_section(args.results, "bench_reliability", section(json.loads(args.from_json.read_text())))
         return 0
     artifacts = tiny_artifacts()
+    files = snapshot(artifacts)
+    if args.only == "bounded":
+        with Server(ROOT, artifacts, ["--max-length", "8192"]) as server:
+            row = {"fuzz": fuzz(server)}
+        row["bounded"] = bounded_case(artifacts)
+        print(json.dumps({**row, "counts": counts(artifacts, files)}, indent=2))
+        return 0
     common = ["--max-length", "8192", "--max-request-tokens", "4000000"]
     rows = {"cpu": describe_cpu(), "date": date.today().isoformat(), "command": " ".join(sys.argv),
             "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}
     rows["after"] = run_variant(ROOT, artifacts, [*common, "--read-timeout", str(args.read_timeout)], args, True)
+    rows["after"]["bounded"] = bounded_case(artifacts)
     print(json.dumps(rows["after"]), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         old = before_tree(args.repo, args.before, Path(tmp))
@@ -305,10 +387,23 @@ def main(argv: list[str] | None = None) -> int:
                                   "after": memory_case(ROOT, args.real_shape, flags, args.real_words),
                                   "before": memory_case(old, args.real_shape, flags, args.real_words)}
             print(json.dumps(rows["real_shape"]), flush=True)
+    rows["counts"] = counts(artifacts, files)
     (WORK / "reliability.json").write_text(json.dumps(rows, indent=2))
     if args.results:
         write_section(args.results, "bench_reliability", section(rows))
     return 0
+
+
+def bounded_case(artifacts: Path, max_length: int = 8192) -> dict:
+    """bounded() on this tree under the default limits (only --max-length set)."""
+    with Server(ROOT, artifacts, ["--max-length", str(max_length)]) as server:
+        return {**bounded(server, max_length), "alive": server.alive()}
+
+
+def counts(artifacts: Path, files: dict[str, str]) -> dict:
+    """The run's counts; files lost are the artifact folder's files gone or changed since the run began."""
+    after = snapshot(artifacts)
+    return {**TALLY, "files_lost": sum(after.get(name) != digest for name, digest in files.items())}
 
 
 COMMAND = ("python benchmarks/bench_reliability.py --real-shape benchmarks/out/artifacts/baseline-bf16 "
@@ -362,12 +457,28 @@ def section(rows: dict) -> str:
              "| model | server | before the request | peak | after | change | request |", "|---|---|---|---|---|---|---|",
              f"| tiny, 8,192 tokens | before | {_memory_cells(b['memory'])} |",
              f"| tiny, 8,192 tokens | after | {_memory_cells(a['memory'])} |"]
+    lines += _bounded_lines(a.get("bounded"), rows.get("counts"))
     real = rows.get("real_shape")
     if real:
         lines += [f"| 0.6B shape bf16, {real['words']:,} words | before | {_memory_cells(real['before'])} |",
                   f"| 0.6B shape bf16, {real['words']:,} words | after | {_memory_cells(real['after'])} |"]
     lines += ["", *([rows["note"], ""] if rows.get("note") else []), ORIGINAL]
     return "\n".join(lines) + "\n"
+
+
+def _bounded_lines(b: dict | None, counts: dict | None) -> list[str]:
+    lines = []
+    if b:
+        lines += ["", (f"The largest request the default limits allow ({b['docs']} documents of {b['doc_bytes']:,} bytes, "
+                       f"{b['body_mib']:.1f} MiB, each cut to 131,072 bytes before tokenizing; `--max-length 8192`) "
+                       f"took {b['big_s']:.1f} s (status {b['big_status']}); {b['small']} one-document requests sent "
+                       f"meanwhile by 2 clients: p50 {b['p50_s']:.2f} s, p99 {b['p99_s']:.2f} s, max "
+                       f"{b['max_s']:.2f} s, {b['small_failed']} failed (alone: {b['alone_median_s']:.2f} s).")]
+    if counts:
+        lines += ["", (f"Counts of the run: {counts['sent']:,} HTTP requests sent, {counts['5xx']} 5xx, "
+                       f"{counts['tracebacks']} tracebacks in the servers' logs, {counts['files_lost']} files lost "
+                       "or changed in the artifact folder served.")]
+    return lines
 
 
 ORIGINAL = ("The issue's own figures came from the server before it scored in chunks (before commit d3feafc): 900 "

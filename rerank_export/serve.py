@@ -56,6 +56,14 @@ CHUNK_TOKENS = 4096  # a chunk of long documents ends earlier (a pair longer tha
 # After a request of this many tokens the freed activations go back to the OS (gc, then glibc's malloc_trim):
 # without it one 8,192-token document leaves the process at its peak RSS for good.
 RELEASE_AFTER_TOKENS = 2048
+# Every text is cut to max_length x BYTES_PER_TOKEN UTF-8 bytes before anything tokenizes it. A document keeps
+# at most max_length tokens anyway, and a token of ordinary text spans a few bytes (English about 4 a token, CJK
+# 3 a character); only runs such as Qwen's 128-space or 114-byte comment-rule tokens reach 16 and beyond, so
+# max_length tokens averaging over 16 bytes each are no real text: there the document is cut sooner, never later.
+# One text's tokenization is then bounded whatever its size (8,192 tokens: 128 KiB, under a second here), and a
+# request holding more than max_request_tokens x 16 bytes of text would be over its token budget anyway, so it is
+# refused (413) before it is tokenized.
+BYTES_PER_TOKEN = 16
 OPEN_PATHS = {"/", "/health", "/favicon.ico"}  # the page and probes work without the key
 MAX_JSON_DEPTH = 16  # our bodies nest 4 deep; a bound keeps every later step off Python's recursion limit
 MAX_INT_DIGITS = 20  # longer integers are refused by name instead of hitting Python's 4,300-digit limit
@@ -389,10 +397,59 @@ def _score_pairs(body: dict[str, Any], limits: Limits) -> list[tuple[str, str]]:
             for i, (q, d) in enumerate(zip(queries, docs))]
 
 
-def _pair_tokens(reranker: Any, pairs: list[tuple[str, str]], instruction: str | None, limit: int) -> list[int]:
-    """Each pair's token count (after truncation); a request over `limit` tokens in all is refused."""
+def text_cap(max_length: int) -> int:
+    """The most UTF-8 bytes of one text that are tokenized (BYTES_PER_TOKEN says why)."""
+    return max_length * BYTES_PER_TOKEN
+
+
+def cut_utf8(text: str, cap: int) -> str:
+    """`text` cut to at most `cap` UTF-8 bytes, on a character boundary."""
+    if len(text) * 4 <= cap:  # a character is at most 4 bytes: nothing to cut, and nothing encoded
+        return text
+    data = text[:cap].encode("utf-8")  # at least `cap` bytes when text has more than `cap` characters
+    return text if len(text) <= cap and len(data) <= cap else data[:cap].decode("utf-8", "ignore")
+
+
+def bound_texts(pairs: list[tuple[str, str]], max_length: int,
+                limits: Limits) -> tuple[list[tuple[str, str]], set[int]]:
+    """Pairs with each document cut to text_cap bytes (and the indices cut), before anything is tokenized.
+
+    A query over text_cap bytes, or texts over max_request_tokens x BYTES_PER_TOKEN bytes in all (each query
+    counted once per pair, as its tokens are), are refused with a 413 naming the cap.
+    """
+    cap, budget = text_cap(max_length), limits.max_request_tokens * BYTES_PER_TOKEN
+    out, cut, total, sizes = [], set(), 0, {}
+    for i, (query, document) in enumerate(pairs):
+        if query not in sizes:
+            sizes[query] = len(query.encode("utf-8"))
+            if sizes[query] > cap:
+                raise RequestError(413, f"a query of {sizes[query]} bytes is over this server's cap of {cap} bytes "
+                                        f"per text (max length {max_length} x {BYTES_PER_TOKEN}); shorten it",
+                                   param="query")
+        kept = cut_utf8(document, cap)
+        if kept is not document:
+            cut.add(i)
+        total += sizes[query] + len(kept.encode("utf-8"))
+        if total > budget:
+            raise RequestError(413, f"{len(pairs)} documents hold more than this server's cap of {budget} bytes of "
+                                    f"text per request (--max-request-tokens x {BYTES_PER_TOKEN}): send fewer or "
+                                    "shorter documents, or split the request", param="documents")
+        out.append((query, kept))
+    return out, cut
+
+
+def _check(cancel: threading.Event | None) -> None:
+    if cancel is not None and cancel.is_set():
+        raise Cancelled
+
+
+def _pair_tokens(reranker: Any, pairs: list[tuple[str, str]], instruction: str | None, limit: int,
+                 cancel: threading.Event | None = None) -> list[int]:
+    """Each pair's token count (after truncation); a request over `limit` tokens in all is refused. Stops
+    between pairs once `cancel` is set (each pair's text is bounded by bound_texts)."""
     counts, total = [], 0
     for query, document in pairs:
+        _check(cancel)
         counts.append(len(reranker.contract.encode(query, document, instruction).input_ids))
         total += counts[-1]
         if total > limit:
@@ -415,13 +472,14 @@ def _document_cap(reranker: Any, query: str, options: Options) -> int | None:
     return min(caps) if caps else None
 
 
-def truncate_documents(reranker: Any, pairs: list[tuple[str, str]],
-                       options: Options) -> tuple[list[tuple[str, str]], set[int]]:
+def truncate_documents(reranker: Any, pairs: list[tuple[str, str]], options: Options,
+                       cancel: threading.Event | None = None) -> tuple[list[tuple[str, str]], set[int]]:
     """Pairs with each document cut to its cap (the template's suffix and the query are never cut)."""
     if options.max_tokens_per_doc is None and options.truncate_prompt_tokens is None:
         return pairs, set()
     tokenizer, out, cut = reranker.contract.tokenizer, [], set()
     for i, (query, document) in enumerate(pairs):
+        _check(cancel)
         cap = _document_cap(reranker, query, options)
         ids = tokenizer(document, add_special_tokens=False)["input_ids"]
         if cap is not None and len(ids) > cap:
@@ -506,8 +564,10 @@ def score_chunks(reranker: Any, pairs: list[tuple[str, str]], options: Options, 
     Each pair's score is its own (the runtime pads and masks), so cutting a request into chunks, or taking
     turns with other requests between them, changes no score.
     """
-    pairs, cut = truncate_documents(reranker, pairs, options)
-    counts = _pair_tokens(reranker, pairs, options.instruction, limits.max_request_tokens)
+    pairs, cut = bound_texts(pairs, reranker.max_length, limits)
+    pairs, cut_by_tokens = truncate_documents(reranker, pairs, options, cancel)
+    cut |= cut_by_tokens
+    counts = _pair_tokens(reranker, pairs, options.instruction, limits.max_request_tokens, cancel)
     turns = turns or Turns()
     scores: list[float] = []
     tokens, truncated = 0, set(cut)

@@ -271,3 +271,50 @@ def test_serve_has_a_read_timeout_flag():
 
     args = build_parser().parse_args(["serve", "artifacts", "--read-timeout", "2.5"])
     assert args.read_timeout == 2.5
+
+
+PROSE = "Paris is the capital of France, and the Seine runs through it past the Louvre. "
+
+
+def test_a_huge_document_is_cut_to_the_byte_cap_before_tokenizing_with_the_same_score(reranker):
+    from rerank_export.serve import text_cap
+
+    cap = text_cap(reranker.max_length)
+    huge = PROSE * (2 * 2**20 // len(PROSE))  # 2 MiB; 256 tokens of it take about 1.3 KiB
+    with serve(reranker) as base:
+        answers = [httpx.post(f"{base}/v1/rerank", json={"query": "capital?", "documents": [doc]},
+                              timeout=WAIT_S).json() for doc in (huge, huge[:cap // 2])]
+    assert answers[0]["results"][0]["relevance_score"] == answers[1]["results"][0]["relevance_score"]
+    assert answers[0]["usage"]["truncated_documents"] == [0] == answers[1]["usage"]["truncated_documents"]
+
+
+def test_the_byte_caps_refuse_a_long_query_and_a_request_over_its_bytes_with_a_413(reranker):
+    from rerank_export.serve import BYTES_PER_TOKEN, text_cap
+
+    cap = text_cap(reranker.max_length)
+    with serve(reranker, max_request_tokens=1000) as base:
+        r = httpx.post(f"{base}/v1/rerank", json={"query": "q" * (cap + 1), "documents": ["a"]}, timeout=WAIT_S)
+        assert_error(r, 413, f"cap of {cap} bytes per text", "query")
+        body = {"query": "q", "documents": [PROSE * 60] * 5}  # 5 documents cut to `cap` bytes each
+        assert_error(httpx.post(f"{base}/v1/rerank", json=body, timeout=WAIT_S), 413,
+                     f"cap of {1000 * BYTES_PER_TOKEN} bytes of text per request", "documents")
+        pairs = {"pairs": [["q", PROSE * 60]] * 5}
+        assert_error(httpx.post(f"{base}/score", json=pairs, timeout=WAIT_S), 413, "--max-request-tokens")
+
+
+def test_cut_utf8_keeps_whole_characters():
+    from rerank_export.serve import cut_utf8
+
+    text = "é" * 10  # 2 bytes each
+    assert cut_utf8(text, 5) == "éé" and cut_utf8(text, 40) is text and cut_utf8("abc", 2) == "ab"
+
+
+def test_tokenizing_stops_between_documents_once_cancelled(reranker):
+    import threading as th
+
+    from rerank_export.serve import Cancelled, _pair_tokens
+
+    cancel = th.Event()
+    cancel.set()
+    with pytest.raises(Cancelled):
+        _pair_tokens(reranker, [("q", "a document")] * 3, None, 10**6, cancel)
