@@ -255,7 +255,7 @@ def check_artifacts(root: str | Path, source: SourceModel, eval_sets: Sequence[E
     `manifests` ({folder name: Manifest}) are the caller's copies, used instead of reading the folders
     again and updated in place with the verdicts.
 
-    With an `engine` (vllm_engine.VllmEngine) the artifacts are scored through it instead of the built-in
+    With an `engine` (vllm.engine.VllmEngine) the artifacts are scored through it instead of the built-in
     runtime; its reports are parity-<engine>.*, and the verdict load() trusts stays the runtime's.
     `device` is where the artifacts run ("cuda": each on its GPU runner); the reference stays fp32 on the CPU.
     A verdict recorded from more pairs than `eval_sets` hold is kept unless `replace_verdict`.

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from ..reference import DEFAULT_MODEL
 from ..contract import MAX_LENGTH_LIMIT
+from ..reference import DEFAULT_MODEL
 
 MAX_SEED = 2**32 - 1  # numpy's seed range, inside torch's
 
