@@ -24,7 +24,7 @@ import pytest
 
 from rerank_export.errors import ArtifactError
 from rerank_export.evalsets import EvalGroup, EvalSet, builtin_eval_set
-from rerank_export.manifest import read_manifest
+from rerank_export.manifest import read_manifest, sha256_file
 from rerank_export.parity import check_artifacts, score_set
 from rerank_export.reference import ReferenceBackend
 from rerank_export.vllm.command import API_KEY_ENV, VLLM_PYTHON_ENV
@@ -211,6 +211,12 @@ def test_an_artifact_vllm_cannot_load_is_one_line(vllm_root, tmp_path, copy_tree
 
     folder = copy_tree(vllm_root / "baseline-fp32", "broken")
     save_file({"clip.0": torch.zeros(2)}, str(folder / "extra.safetensors"))
+    # Listed and hashed, as a faulty exporter would write it: our own checks refuse an unlisted weight file
+    # (tests/e2e/test_integrity.py), so only this way does the folder reach vLLM.
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["files"]["extra.safetensors"] = {"bytes": (folder / "extra.safetensors").stat().st_size,
+                                             "sha256": sha256_file(folder / "extra.safetensors")}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
     out = subprocess.run(cli("serve", str(folder), "--engine", "vllm", "--device", "cpu", "--memory", "8GiB",
                              "--max-length", "2048", "--port", str(free_port()), "--vllm-python", str(VLLM_PY),
                              "--allow-unverified", "--vllm-timeout", str(START_TIMEOUT)),
