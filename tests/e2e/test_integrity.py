@@ -19,22 +19,11 @@ from rerank_export.manifest import MANIFEST, read_manifest
 from rerank_export.tiny import TINY_MARKER
 
 from ..conftest import QWEN_TOKENIZER
+from .test_cli_hardening import _one_line_error, _tree
 
 pytestmark = pytest.mark.needs_fixtures
 
 PICK = ["--device", "cpu", "--memory", "8GiB"]
-
-
-def _one_line_error(capsys, code: int, expected_code: int, *fragments: str) -> str:
-    err = capsys.readouterr().err.strip()
-    assert code == expected_code, err
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    assert all(f in err for f in fragments), err
-    return err
-
-
-def _tree(root: Path) -> dict[str, bytes | None]:
-    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None) for p in sorted(root.rglob("*"))}
 
 
 @pytest.fixture
