@@ -110,9 +110,9 @@ def _current(recipe: Recipe, out: Path) -> dict[str, Manifest]:
 
 def _export(recipe: Recipe, out: Path, todo: list[ArtifactSpec], source: SourceModel) -> dict[str, Manifest]:
     """The export stage (with its measurement), then each new manifest stamped with its recipe entry."""
-    where = {a.format: f"{recipe.path}: options for {a.format}" for a in todo}
+    # The options the recipe reader parsed (and checked) already: export_formats passes instances through.
     manifests = export_formats(recipe.source.model, recipe.source.revision, out, [a.format for a in todo],
-                               {a.format: dict(a.options) for a in todo}, source=source, where=where)
+                               {a.format: a.parsed for a in todo}, source=source)
     for artifact, manifest in zip(todo, manifests):
         manifest.recipe = recipe_stamp(recipe, artifact)
         manifest.write(out / artifact.format)

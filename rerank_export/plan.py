@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .contract import DEFAULT_MAX_LENGTH
 from .errors import ArtifactError, UsageError
-from .formats import FORMATS
+from .formats import FORMATS, ORIGINAL, ORIGINAL_TRAITS
 from .host import device_facts
 from .manifest import Manifest, load_artifacts, verify_files
 from .select import Decision, FormatTraits, choose_artifact
@@ -21,6 +21,11 @@ def traits_from_formats() -> dict[str, FormatTraits]:
     """FormatTraits for every entry of the FORMATS table."""
     return {name: FormatTraits(s.fidelity, s.cpu_speed, tuple(s.devices), s.dtype, s.backend, s.needs_native_bf16,
                                s.gpu_speed) for name, s in FORMATS.items()}
+
+
+def original_traits(dtype: str) -> dict[str, FormatTraits]:
+    """FormatTraits for the original checkpoint (vLLM serves it; no FORMATS row exports it)."""
+    return {ORIGINAL: FormatTraits(dtype=dtype, **ORIGINAL_TRAITS)}
 
 
 def plan(artifacts_dir: str | Path, device: str = "auto", memory_budget: int | str | None = None,

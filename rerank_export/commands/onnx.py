@@ -8,11 +8,12 @@ from pathlib import Path
 from ..export import export_formats
 from ..formats import family_formats
 from ..formats.onnx import ATTENTIONS, DEFAULT_ATTENTION, DEFAULT_OPSET, SUPPORTED_OPSETS
+from ..formats.spec import FLOAT_DTYPES
 from ._common import add_force_argument, add_model_arguments
 
 FORMATS = family_formats("onnx")  # {dtype: spec}
-FLOAT = [d for d in FORMATS if d.startswith("fp")]
-QUANTIZED = [d for d in FORMATS if d.startswith("int")]
+FLOAT = [d for d in FORMATS if d in FLOAT_DTYPES]
+QUANTIZED = [d for d in FORMATS if d not in FLOAT_DTYPES]
 
 NAME = "onnx"
 HELP = f"export ONNX artifacts ({', '.join(s.name for s in FORMATS.values())}) with weights as external data"

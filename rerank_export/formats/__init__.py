@@ -105,6 +105,11 @@ FORMATS: dict[str, FormatSpec] = {s.name: s for s in (
                options=onnx.OnnxInt8Options, **_ONNX),
 )}
 
+# The original checkpoint is no artifact: nothing exports or gates it (it is the reference), only vLLM serves it.
+# The selector sizes vLLM for it with a row's traits, kept here so that only the registry describes formats.
+ORIGINAL = "original"
+ORIGINAL_TRAITS: dict[str, Any] = {"fidelity": 100, "cpu_speed": 0, "devices": ("cuda", "cpu"), "backend": "torch"}
+
 
 def family_formats(family: str) -> dict[str, FormatSpec]:
     """{dtype: spec} of one family, for the exporting command's choices."""

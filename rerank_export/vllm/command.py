@@ -243,11 +243,6 @@ def is_original_checkpoint(folder: str | Path) -> bool:
     return "Qwen3ForCausalLM" in (read_config(folder).get("architectures") or [])
 
 
-# The original checkpoint is no FORMATS row (nothing exports it, only vLLM serves it): its name and the
-# selector's traits for it live here, beside the manifest that sizes it.
-ORIGINAL = "original"
-
-
 def original_checkpoint(folder: str | Path) -> tuple[Manifest, dict[str, Any]]:
     """A manifest and selector traits for the original checkpoint, so the selector can size vLLM for it.
 
@@ -256,8 +251,9 @@ def original_checkpoint(folder: str | Path) -> tuple[Manifest, dict[str, Any]]:
     the reference itself, so its parity is a pass by definition. Its yes/no ids stay -1: the prompt's
     scoring is vLLM's (--hf-overrides), never this toolkit's.
     """
+    from ..formats import ORIGINAL
     from ..manifest import MemoryModel
-    from ..select import FormatTraits
+    from ..plan import original_traits
 
     folder = Path(folder)
     cfg = read_config(folder)
@@ -268,4 +264,4 @@ def original_checkpoint(folder: str | Path) -> tuple[Manifest, dict[str, Any]]:
                         max_length=int(cfg.get("max_position_embeddings", 8192)),
                         memory=MemoryModel(weights, 0, max(1, per_token), measured_on="estimate"),
                         parity={"verdict": "pass", "note": "the original checkpoint is the reference"})
-    return manifest, {ORIGINAL: FormatTraits(100, 0, ("cuda", "cpu"), manifest.dtype, "torch")}
+    return manifest, original_traits(manifest.dtype)
