@@ -312,9 +312,10 @@ def test_cut_utf8_keeps_whole_characters():
 def test_tokenizing_stops_between_documents_once_cancelled(reranker):
     import threading as th
 
-    from rerank_export.serve import Cancelled, _pair_tokens
+    from rerank_export.serve import Cancelled
+    from rerank_export.serve.tokens import pair_tokens
 
     cancel = th.Event()
     cancel.set()
     with pytest.raises(Cancelled):
-        _pair_tokens(reranker, [("q", "a document")] * 3, None, 10**6, cancel)
+        pair_tokens(reranker, [("q", "a document")] * 3, None, 10**6, cancel)
