@@ -151,10 +151,15 @@ class Contract:
     def body_budget(self) -> int:
         return self.max_length - len(self.prefix_ids) - len(self.suffix_ids)
 
-    def encode(self, query: str, document: str, instruction: str | None = None) -> Encoded:
-        """Token ids for one pair. Only the document is ever shortened, from its end."""
+    def encode(self, query: str, document: str, instruction: str | None = None,
+               document_tokens: int | None = None) -> Encoded:
+        """Token ids for one pair. Only the document is ever shortened, from its end: to fit max length, and to
+        at most `document_tokens` of its own tokens when given (counted where the pair holds them, see
+        document_start), so a cut document is tokenized once, never decoded and encoded again."""
         if not query or not query.strip():
             raise ContractError("the query is empty")
+        if document_tokens is not None and document_tokens < 1:
+            raise ContractError(f"a document keeps at least one token, got a cap of {document_tokens}")
         budget = self.body_budget()
         head = self._ids(format_body(query, "", instruction))
         # The head must fit with at least one document token after it.
@@ -164,9 +169,21 @@ class Contract:
                 f"{self.max_length} after the template; shorten the query or raise --max-length"
             )
         body = self._ids(format_body(query, document, instruction))
-        truncated = len(body) > budget
+        keep = budget if document_tokens is None else min(budget, document_start(head, body) + document_tokens)
         # Same as the model card's right truncation of the whole body: the head is never reached.
-        return Encoded(self.prefix_ids + body[:budget] + self.suffix_ids, truncated)
+        return Encoded(self.prefix_ids + body[:keep] + self.suffix_ids, len(body) > keep)
+
+
+def document_start(head: Sequence[int], body: Sequence[int]) -> int:
+    """Where a document's own tokens begin in its pair's body: after the ids the body shares with `head`, the
+    body of an empty document. The template's space before the document usually merges into its first token
+    (' Paris'); where it stays a token of its own (before a digit: ' ', '2'), it is the template's."""
+    start = 0
+    for a, b in zip(head, body):
+        if a != b:
+            break
+        start += 1
+    return start
 
 
 def pad_left(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[list[list[int]], list[list[int]]]:

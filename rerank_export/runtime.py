@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .contract import DEFAULT_MAX_LENGTH, Contract, load_tokenizer
+from .contract import DEFAULT_MAX_LENGTH, Contract, Encoded, load_tokenizer
 from .errors import ArtifactError, NoArtifactFits, RerankExportError, UsageError, first_line
 from .manifest import Manifest
 from .plan import plan
@@ -23,7 +23,7 @@ from .select import Decision
 from .select import token_budget as fitting_budget
 
 if TYPE_CHECKING:
-    from .scoring import TokenBudget
+    from .scoring import Scored, TokenBudget
 
 log = logging.getLogger(__name__)
 
@@ -141,10 +141,16 @@ class Reranker:
     def max_length(self) -> int:
         return self.contract.max_length
 
-    def _score(self, pairs: Sequence[tuple[str, str]], instruction: str | None) -> Any:
+    def encode(self, query: str, document: str, instruction: str | None = None,
+               document_tokens: int | None = None) -> Encoded:
+        """One pair's token ids under this artifact's contract (its template, at this max length), the document
+        cut to `document_tokens` of its own tokens when given: what score_encoded takes."""
+        return self.contract.encode(query, document, instruction, document_tokens)
+
+    def score_encoded(self, encoded: Sequence[Encoded]) -> Scored:
+        """p(yes) of pairs already encoded (by encode), with their tokens and which were truncated."""
         from .scoring import score_encoded
 
-        encoded = [self.contract.encode(q, d, instruction) for q, d in pairs]
         with self._lock:
             scored = score_encoded(self.backend, encoded, self.contract.pad_id, self._batch_budget(), self.progress)
         bad = [i for i, s in enumerate(scored.scores) if math.isnan(s)]
@@ -152,6 +158,9 @@ class Reranker:
             raise ArtifactError(f"{self.folder.name} produced NaN scores for pairs {bad[:10]}: the artifact is "
                                 "broken on this device; re-run rerank-export parity")
         return scored
+
+    def _score(self, pairs: Sequence[tuple[str, str]], instruction: str | None) -> Scored:
+        return self.score_encoded([self.encode(q, d, instruction) for q, d in pairs])
 
     def rerank(self, query: str, documents: Sequence[str], instruction: str | None = None,
                top_n: int | None = None, return_documents: bool = True) -> Ranking:
@@ -167,9 +176,3 @@ class Reranker:
     def score(self, pairs: Sequence[tuple[str, str]], instruction: str | None = None) -> list[float]:
         """p(yes) for each (query, document) pair, in order."""
         return self._score(pairs, instruction).scores
-
-    def score_with_usage(self, pairs: Sequence[tuple[str, str]],
-                         instruction: str | None = None) -> tuple[list[float], int, list[int]]:
-        """Scores, total tokens and the indices of truncated documents (for the HTTP server)."""
-        scored = self._score(pairs, instruction)
-        return scored.scores, scored.total_tokens, [i for i, t in enumerate(scored.truncated) if t]

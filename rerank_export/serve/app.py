@@ -16,6 +16,7 @@ from ..errors import ContractError, MissingExtra, RerankExportError, UsageError
 from .errors import RequestError, error_response, show
 from .guards import Guard, read_json
 from .requests import DEFAULT_LIMITS, Limits, parse_rerank, parse_score, parse_tei
+from .reranker import ServedReranker
 from .responses import rerank_response, score_response, tei_info, tei_response
 from .scheduling import Turns
 
@@ -27,9 +28,9 @@ except ImportError:  # the `serve` extra is optional: create_app() says what to 
 log = logging.getLogger(__name__)
 
 
-def create_app(reranker: Any, model_name: str | None = None, api_key: str | None = None,
+def create_app(reranker: ServedReranker, model_name: str | None = None, api_key: str | None = None,
                limits: Limits = DEFAULT_LIMITS, allowed_hosts: Collection[str] = ("*",)) -> Any:
-    """A FastAPI app serving `reranker` (anything with rerank/score_with_usage/manifest)."""
+    """A FastAPI app serving `reranker` (runtime.Reranker, or anything else that is a ServedReranker)."""
     if FastAPI is None:
         raise MissingExtra("fastapi", "serve")
     model = model_name or reranker.manifest.source_model
@@ -120,7 +121,7 @@ def _install_error_handlers(app: Any) -> None:
                               "server_error")
 
 
-def _install_routes(app: Any, reranker: Any, model: str, limits: Limits) -> None:
+def _install_routes(app: Any, reranker: ServedReranker, model: str, limits: Limits) -> None:
     from fastapi.responses import HTMLResponse
 
     turns = app.state.turns = Turns()  # one queue for the one model, shared by every scoring route

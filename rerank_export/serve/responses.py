@@ -10,6 +10,7 @@ from typing import Any
 from ..manifest import TOOLKIT_VERSION
 from .errors import RequestError
 from .requests import Limits, Options, RerankRequest, ScoreRequest, TeiRequest
+from .reranker import ServedReranker
 from .scheduling import CHUNK_PAIRS, CHUNK_TOKENS, Turns, score_chunks
 
 TEI_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}  # TEI's names; int8/int4 stay ours
@@ -21,7 +22,7 @@ def _usage(tokens: int, truncated: list[int]) -> dict[str, Any]:
     return {"prompt_tokens": tokens, "total_tokens": tokens, "truncated_documents": truncated}
 
 
-def rerank_response(reranker: Any, req: RerankRequest, model: str, limits: Limits, turns: Turns,
+def rerank_response(reranker: ServedReranker, req: RerankRequest, model: str, limits: Limits, turns: Turns,
                     cancel: threading.Event) -> dict[str, Any]:
     scores, tokens, truncated = score_chunks(reranker, [(req.query, d) for d in req.documents],
                                              req.options, limits, cancel, turns)
@@ -37,7 +38,7 @@ def _answer_id(kind: str, options: Options) -> str:
     return f"{kind}-{options.request_id if options.request_id is not None else uuid.uuid4().hex}"
 
 
-def tei_response(reranker: Any, req: TeiRequest, limits: Limits, turns: Turns,
+def tei_response(reranker: ServedReranker, req: TeiRequest, limits: Limits, turns: Turns,
                  cancel: threading.Event) -> list[dict[str, Any]]:
     """TEI's answer: a bare list of {index, score[, text]}, best first."""
     scores, _, truncated = score_chunks(reranker, [(req.query, t) for t in req.texts], Options(), limits, cancel,
@@ -49,7 +50,7 @@ def tei_response(reranker: Any, req: TeiRequest, limits: Limits, turns: Turns,
     return [{"index": i, "score": scores[i], **({"text": req.texts[i]} if req.return_text else {})} for i in order]
 
 
-def tei_info(reranker: Any, model: str, limits: Limits, threads: int) -> dict[str, Any]:
+def tei_info(reranker: ServedReranker, model: str, limits: Limits, threads: int) -> dict[str, Any]:
     """TEI's GET /info (tei-client reads it before its first rerank): what this server is and its bounds."""
     manifest = reranker.manifest
     return {"model_id": model, "model_sha": manifest.source_revision,
@@ -62,7 +63,7 @@ def tei_info(reranker: Any, model: str, limits: Limits, threads: int) -> dict[st
             "tokenization_workers": threads, "version": TOOLKIT_VERSION, "sha": None, "docker_label": None}
 
 
-def score_response(reranker: Any, req: ScoreRequest, model: str, limits: Limits, turns: Turns,
+def score_response(reranker: ServedReranker, req: ScoreRequest, model: str, limits: Limits, turns: Turns,
                    cancel: threading.Event) -> dict[str, Any]:
     scores, tokens, truncated = score_chunks(reranker, req.pairs, req.options, limits, cancel, turns)
     return {"id": _answer_id("score", req.options), "object": "list", "model": model,

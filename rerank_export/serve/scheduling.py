@@ -15,7 +15,8 @@ from typing import Any
 
 from .errors import Cancelled
 from .requests import Limits, Options
-from .tokens import bound_texts, pair_tokens, truncate_documents
+from .reranker import ServedReranker
+from .tokens import bound_texts, encode_pairs
 
 # Between chunks a request checks for a gone client or its timeout, and waiting requests take their turn: a
 # one-document request waits for at most one chunk of another's, however many documents that one has.
@@ -75,7 +76,7 @@ def chunk_bounds(counts: list[int], max_pairs: int = CHUNK_PAIRS, max_tokens: in
     return [*chunks, range(start, len(counts))] if counts else chunks
 
 
-def release_memory(reranker: Any) -> None:
+def release_memory(reranker: ServedReranker) -> None:
     """Hand freed memory back to the OS: the backend's cache (onnxruntime's arena), Python's cycles, then
     glibc's free heap pages (no-op elsewhere)."""
     reranker.release_memory()
@@ -94,27 +95,26 @@ def _malloc_trim() -> Any:
         return None
 
 
-def score_chunks(reranker: Any, pairs: list[tuple[str, str]], options: Options, limits: Limits,
+def score_chunks(reranker: ServedReranker, pairs: list[tuple[str, str]], options: Options, limits: Limits,
                  cancel: threading.Event, turns: Turns | None = None) -> tuple[list[float], int, list[int]]:
     """Scores, tokens and truncated indices, a chunk per turn, stopping once `cancel` is set.
 
-    Each pair's score is its own (the runtime pads and masks), so cutting a request into chunks, or taking
-    turns with other requests between them, changes no score.
+    Each pair is tokenized once (encode_pairs) and scored from those ids. Each pair's score is its own (the
+    runtime pads and masks), so cutting a request into chunks, or taking turns with other requests between
+    them, changes no score.
     """
     pairs, cut = bound_texts(pairs, reranker.max_length, limits)
-    pairs, cut_by_tokens = truncate_documents(reranker, pairs, options, cancel)
-    cut |= cut_by_tokens
-    counts = pair_tokens(reranker, pairs, options.instruction, limits.max_request_tokens, cancel)
+    encoded = encode_pairs(reranker, pairs, options, limits.max_request_tokens, cancel)
     turns = turns or Turns()
     scores: list[float] = []
     tokens, truncated = 0, set(cut)
-    for chunk in chunk_bounds(counts):
+    for chunk in chunk_bounds([len(e.input_ids) for e in encoded]):
         with turns.turn():
             if cancel.is_set():  # checked with the turn in hand: a request cancelled while queued scores nothing
                 raise Cancelled
-            s, t, tr = reranker.score_with_usage(pairs[chunk.start:chunk.stop], options.instruction)
-        scores, tokens = scores + s, tokens + t
-        truncated.update(chunk.start + i for i in tr)
+            scored = reranker.score_encoded(encoded[chunk.start:chunk.stop])
+        scores, tokens = scores + scored.scores, tokens + scored.total_tokens
+        truncated.update(chunk.start + i for i, t in enumerate(scored.truncated) if t)
     if tokens >= RELEASE_AFTER_TOKENS:
         release_memory(reranker)
     return scores, tokens, sorted(truncated)

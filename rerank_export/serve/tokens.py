@@ -1,13 +1,18 @@
-"""A request's texts on their way to token ids: each cut to a byte cap before anything tokenizes it, documents
-cut to their token caps (max_tokens_per_doc, truncate_prompt_tokens), the request held to its token budget."""
+"""A request's texts as token ids: each text cut to a byte cap before anything tokenizes it, then each pair
+tokenized once, its document cut on its ids (max_tokens_per_doc, truncate_prompt_tokens), within the request's
+token budget."""
 
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import TYPE_CHECKING
 
 from .errors import Cancelled, RequestError
 from .requests import Limits, Options
+from .reranker import ServedReranker
+
+if TYPE_CHECKING:
+    from ..contract import Encoded
 
 # Every text is cut to max_length x BYTES_PER_TOKEN UTF-8 bytes before anything tokenizes it. A document keeps
 # at most max_length tokens anyway, and a token of ordinary text spans a few bytes (English about 4 a token, CJK
@@ -65,27 +70,13 @@ def _check(cancel: threading.Event | None) -> None:
         raise Cancelled
 
 
-def pair_tokens(reranker: Any, pairs: list[tuple[str, str]], instruction: str | None, limit: int,
-                 cancel: threading.Event | None = None) -> list[int]:
-    """Each pair's token count (after truncation); a request over `limit` tokens in all is refused. Stops
-    between pairs once `cancel` is set (each pair's text is bounded by bound_texts)."""
-    counts, total = [], 0
-    for query, document in pairs:
-        _check(cancel)
-        counts.append(len(reranker.contract.encode(query, document, instruction).input_ids))
-        total += counts[-1]
-        if total > limit:
-            raise RequestError(413, f"{len(pairs)} documents hold more than this server's budget of {limit} tokens "
-                                    "per request (--max-request-tokens): send fewer or shorter documents, or "
-                                    "split the request", param="documents")
-    return counts
-
-
-def _document_cap(reranker: Any, query: str, options: Options) -> int | None:
+def _document_cap(reranker: ServedReranker, query: str, options: Options) -> int | None:
     """How many of its own tokens a document may keep under max_tokens_per_doc / truncate_prompt_tokens."""
     caps = [options.max_tokens_per_doc] if options.max_tokens_per_doc else []
     if options.truncate_prompt_tokens:
-        overhead = len(reranker.contract.encode(query, "", options.instruction).input_ids)
+        # The overhead counts the template's space before the document, which the document's first token usually
+        # absorbs (contract.document_start): a pair cut here then ends one token short of the limit.
+        overhead = len(reranker.encode(query, "", options.instruction).input_ids)
         if options.truncate_prompt_tokens <= overhead:
             raise RequestError(400, f"'truncate_prompt_tokens' {options.truncate_prompt_tokens} leaves no room for "
                                     f"the document: template, instruction and query take {overhead} tokens",
@@ -94,18 +85,23 @@ def _document_cap(reranker: Any, query: str, options: Options) -> int | None:
     return min(caps) if caps else None
 
 
-def truncate_documents(reranker: Any, pairs: list[tuple[str, str]], options: Options,
-                       cancel: threading.Event | None = None) -> tuple[list[tuple[str, str]], set[int]]:
-    """Pairs with each document cut to its cap (the template's suffix and the query are never cut)."""
-    if options.max_tokens_per_doc is None and options.truncate_prompt_tokens is None:
-        return pairs, set()
-    tokenizer, out, cut = reranker.contract.tokenizer, [], set()
-    for i, (query, document) in enumerate(pairs):
+def encode_pairs(reranker: ServedReranker, pairs: list[tuple[str, str]], options: Options, limit: int,
+                 cancel: threading.Event | None = None) -> list[Encoded]:
+    """Each pair tokenized once, its document cut on its token ids to its cap (the template and the query are
+    never cut); a request over `limit` tokens in all is refused. Stops between pairs once `cancel` is set (each
+    pair's text is bounded by bound_texts)."""
+    caps: dict[str, int | None] = {}
+    for query, _ in pairs:  # each query's cap first: one that leaves no room is refused before the budget is
+        if query not in caps:
+            _check(cancel)
+            caps[query] = _document_cap(reranker, query, options)
+    encoded, total = [], 0
+    for query, document in pairs:
         _check(cancel)
-        cap = _document_cap(reranker, query, options)
-        ids = tokenizer(document, add_special_tokens=False)["input_ids"]
-        if cap is not None and len(ids) > cap:
-            document = tokenizer.decode(ids[:cap])
-            cut.add(i)
-        out.append((query, document))
-    return out, cut
+        encoded.append(reranker.encode(query, document, options.instruction, caps[query]))
+        total += len(encoded[-1].input_ids)
+        if total > limit:
+            raise RequestError(413, f"{len(pairs)} documents hold more than this server's budget of {limit} tokens "
+                                    "per request (--max-request-tokens): send fewer or shorter documents, or "
+                                    "split the request", param="documents")
+    return encoded

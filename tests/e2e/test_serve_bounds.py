@@ -21,7 +21,7 @@ WAIT_S = 60  # only an upper bound on waiting for an event; no test asserts a du
 
 
 class GatedReranker:
-    """The real reranker; score_with_usage records each chunk's size and, while closed, waits at the gate."""
+    """The real reranker; score_encoded records each chunk's size and, while closed, waits at the gate."""
 
     def __init__(self, reranker) -> None:
         self.reranker, self.chunks = reranker, []
@@ -30,11 +30,11 @@ class GatedReranker:
     def __getattr__(self, name):
         return getattr(self.reranker, name)
 
-    def score_with_usage(self, pairs, instruction=None):
-        self.chunks.append(len(pairs))
+    def score_encoded(self, encoded):
+        self.chunks.append(len(encoded))
         self.entered.set()
         assert self.gate.wait(WAIT_S), "the test never opened the gate"
-        return self.reranker.score_with_usage(pairs, instruction)
+        return self.reranker.score_encoded(encoded)
 
 
 @pytest.fixture(scope="module")
@@ -166,6 +166,37 @@ def test_scores_do_not_depend_on_the_chunks(reranker):
     chunked, _, _ = score_chunks(reranker, pairs, Options(), Limits(), th.Event())
     whole = reranker.score(pairs)
     assert max(abs(a - b) for a, b in zip(chunked, whole)) <= 1e-5
+
+
+class CountingReranker:
+    """The real reranker; encode records each document it is asked to tokenize."""
+
+    def __init__(self, reranker) -> None:
+        self.reranker, self.documents = reranker, []
+
+    def __getattr__(self, name):
+        return getattr(self.reranker, name)
+
+    def encode(self, query, document, instruction=None, document_tokens=None):
+        self.documents.append(document)
+        return self.reranker.encode(query, document, instruction, document_tokens)
+
+
+def test_a_document_is_tokenized_once_and_scores_as_the_library_scores_its_cut(reranker, qwen_tokenizer):
+    """max_tokens_per_doc cuts a document's own token ids: each pair is encoded once (the query's template once
+    more, to size truncate_prompt_tokens), and scores bit for bit as the library scores the cut text."""
+    import threading as th
+
+    from rerank_export.serve import Limits, Options, score_chunks
+
+    counting, query = CountingReranker(reranker), "capital of France?"
+    docs = [PROSE * 3, "Paris is the capital of France.", "The Eiffel Tower"]
+    options = Options(max_tokens_per_doc=5, truncate_prompt_tokens=10**4)
+    scores, tokens, truncated = score_chunks(counting, [(query, d) for d in docs], options, Limits(), th.Event())
+    assert counting.documents == ["", *docs]
+    cut = [qwen_tokenizer.decode(qwen_tokenizer(d, add_special_tokens=False)["input_ids"][:5]) for d in docs]
+    assert scores == reranker.score([(query, c) for c in cut])
+    assert truncated == [0, 1] and tokens == sum(len(reranker.encode(query, c).input_ids) for c in cut)
 
 
 def create_app_for(reranker, **limits):
@@ -312,10 +343,10 @@ def test_cut_utf8_keeps_whole_characters():
 def test_tokenizing_stops_between_documents_once_cancelled(reranker):
     import threading as th
 
-    from rerank_export.serve import Cancelled
-    from rerank_export.serve.tokens import pair_tokens
+    from rerank_export.serve import Cancelled, Options
+    from rerank_export.serve.tokens import encode_pairs
 
     cancel = th.Event()
     cancel.set()
     with pytest.raises(Cancelled):
-        pair_tokens(reranker, [("q", "a document")] * 3, None, 10**6, cancel)
+        encode_pairs(reranker, [("q", "a document")] * 3, Options(), 10**6, cancel)

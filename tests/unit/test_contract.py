@@ -54,6 +54,36 @@ def test_truncation_shortens_only_the_document(qwen_tokenizer):
     assert "<Instruct>: Find the answer\n<Query>: " + QUERY + "\n<Document>: Beijing is big." in text
 
 
+def _decoded_cut(tokenizer, document: str, n: int) -> str:
+    """The document cut to its first n tokens as text: the decode-and-encode-again path ids now replace."""
+    return tokenizer.decode(tokenizer(document, add_special_tokens=False)["input_ids"][:n])
+
+
+@pytest.mark.parametrize("document", [DOC, "The city is big. " * 40, "2024 was a year in Beijing."])
+def test_a_document_cut_on_its_ids_is_the_decoded_cut_encoded_again(qwen_tokenizer, document):
+    contract = Contract(qwen_tokenizer, max_length=120)
+    for n in (1, 3, 5):
+        cut = contract.encode(QUERY, document, "Find the answer", document_tokens=n)
+        again = contract.encode(QUERY, _decoded_cut(qwen_tokenizer, document, n), "Find the answer")
+        assert cut.input_ids == again.input_ids and cut.truncated
+    assert contract.encode(QUERY, document, document_tokens=10_000) == contract.encode(QUERY, document)
+
+
+def test_a_document_keeps_its_tokens_as_the_pair_holds_them(qwen_tokenizer):
+    """The cap counts the tokens the pair holds: 'Supporting' is one token after the template's space, two
+    ('Support', 'ing') alone, so decoding the first token alone and encoding again would keep 'Support'."""
+    contract = Contract(qwen_tokenizer)
+    document = "Supporting characters of the film"
+    full, cut = contract.encode(QUERY, document), contract.encode(QUERY, document, document_tokens=1)
+    # An empty document's space is the pair's last token before the suffix; ' Supporting' takes its place.
+    kept = len(contract.encode(QUERY, "").input_ids) - len(contract.suffix_ids)
+    assert cut.input_ids == full.input_ids[:kept] + contract.suffix_ids and cut.truncated
+    assert qwen_tokenizer.decode(cut.input_ids[kept - 1]) == " Supporting"
+    assert cut.input_ids != contract.encode(QUERY, _decoded_cut(qwen_tokenizer, document, 1)).input_ids
+    with pytest.raises(ContractError, match="at least one token"):
+        contract.encode(QUERY, document, document_tokens=0)
+
+
 def test_query_that_fills_the_budget_is_an_error(qwen_tokenizer):
     with pytest.raises(ContractError, match="shorten the query or raise --max-length"):
         Contract(qwen_tokenizer, max_length=60).encode("word " * 100, DOC)
