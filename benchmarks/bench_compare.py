@@ -9,10 +9,14 @@ Measured side by side in one run, each in its own process (so peak RSS is its ow
   bytes:      each artifact against the 16-bit baseline
   llama.cpp:  llama-cpp-python with Q8_0 / Q4_K_M, read from bench_llamacpp.py's last run (own venv)
   engines:    with --vllm-python, vLLM's CPU build serving baseline-bf16 and awq-int4 (bench_vllm.py's row);
-              with --genai, onnxruntime-genai's model builder int4 / fp32 (bench_genai.py, own venv)
+              with --genai, onnxruntime-genai's model builder int4 / fp32 (bench_genai.py, own venv);
+              with --openvino, OpenVINO's default precision and NNCF int8 weights (bench_openvino.py, own venv)
+  limits:     the machine's int8, bf16 and fp32 GEMM peaks (cpu_limits.py), measured before and after the
+              rows; each row's achieved ops/s as a share of the peak of the arithmetic it runs; and the
+              fastest ONNX row's time by op type from onnxruntime's profiler
 
     .venv/bin/python benchmarks/bench_compare.py [--docs 100] [--limit baseline-bf16=20] \
-        [--vllm-python ~/.cache/rerank-export/venv-vllm/bin/python] [--genai] [--engine-docs 30] \
+        [--vllm-python ~/.cache/rerank-export/venv-vllm/bin/python] [--genai] [--openvino] [--engine-docs 30] \
         [--artifacts benchmarks/out/artifacts] [--results benchmarks/RESULTS.md]
 
 Artifacts are built by benchmarks/bench_formats.py (or here with --export); the runtime loads them with
@@ -28,6 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import cpu_limits
 from realshape import OUT, QUERY, ROOT, SCORES_KEPT, build_real_shape, documents, run_worker, write_section
 
 from rerank_export.formats import get_format
@@ -131,6 +136,10 @@ def main() -> None:
                         "as `rerank-export serve --engine vllm` would, for baseline-bf16 and awq-int4")
     parser.add_argument("--genai", action="store_true",
                         help="add onnxruntime-genai's model-builder rows (benchmarks/bench_genai.py, own venv)")
+    parser.add_argument("--openvino", action="store_true",
+                        help="add OpenVINO's rows (benchmarks/bench_openvino.py, own venv)")
+    parser.add_argument("--profile-docs", type=int, default=20,
+                        help="documents for the op-type profile of the fastest ONNX row (0: no profile)")
     parser.add_argument("--engine-docs", type=int, help="documents for the vLLM and genai rows (default: --docs)")
     parser.add_argument("--rerender", action="store_true",
                         help="measure nothing: re-read llama.cpp's results into --out's numbers and rewrite")
@@ -145,10 +154,13 @@ def main() -> None:
         from rerank_export.host import describe_cpu
 
         model = build_real_shape()
+        before = run_worker(cpu_limits.SCRIPT, ["peaks"])
         results = {"cpu": describe_cpu(), "memory": memory_rows(model, args.artifacts),
                    "throughput": throughput_rows(model, args),
                    "bytes": byte_rows(args.artifacts), "llama_cpp": llama_cpp_row(), "docs": args.docs,
                    "command": "python benchmarks/bench_compare.py " + " ".join(sys.argv[1:])}
+        results["limits"] = limit_rows(model, results["throughput"], before, run_worker(cpu_limits.SCRIPT, ["peaks"]))
+        results["profile"] = profile_row(results["throughput"], args)
     args.out.write_text(json.dumps(results, indent=1))
     plot(results, args.out.with_suffix(".png"))
     section = render(results, results.get("command", "python benchmarks/bench_compare.py"))
@@ -216,7 +228,62 @@ def engine_rows(args: argparse.Namespace) -> dict:
         from bench_genai import genai_rows
 
         rows.update(genai_rows(docs, 200))
+    if args.openvino:
+        from bench_openvino import openvino_rows
+
+        rows.update(openvino_rows(docs, 200))
     return rows
+
+
+def compute_kind(name: str, row: dict) -> str | None:
+    """The arithmetic a row's GEMMs run: int8 (int8 activations x int8 weights), bf16 or fp32 (None: unknown)."""
+    if "onnx-int8" in name or "onnx-int4" in name or "genai model builder int4" in name or "llama.cpp" in name:
+        return "int8"  # DynamicQuantizeMatMul; MatMulNBits at accuracy level 4; llama.cpp's q8 dot products
+    if "bf16" in name or "bfloat16" in str(row.get("inference_precision", "")):
+        return "bf16"
+    if "awq-int4" in name and "vLLM" in name:
+        return None  # vLLM's CPU AWQ kernel: not one of the measured peaks
+    return "fp32"  # the model card, CrossEncoder, fp32 formats, awq-int4's dequantized fp32 matmuls
+
+
+def limit_rows(model: Path, speed: dict, before: dict, after: dict) -> dict:
+    """The peaks (the higher of before and after the rows), and each row's achieved ops/s and share of its peak."""
+    from rerank_export.contract import Contract, load_tokenizer
+
+    if "error" in before or "error" in after:
+        return {"error": before.get("error") or after.get("error")}
+    peaks = {k: max(before["peaks"][k]["peak_ops_per_s"], after["peaks"][k]["peak_ops_per_s"]) for k in before["peaks"]}
+    config = json.loads((model / "config.json").read_text())
+    contract = Contract(load_tokenizer(model))
+    marker = contract.document_marker_ids
+
+    def prompt(doc: str) -> tuple[int, int]:  # (length, tokens up to and with the document marker)
+        ids = contract.encode(QUERY, doc).input_ids
+        return len(ids), next(i + len(marker) for i in range(len(ids)) if ids[i:i + len(marker)] == marker)
+
+    rows = {}
+    for name, row in speed.items():
+        kind = compute_kind(name, row)
+        if not row.get("pairs_per_s") or not row.get("docs") or kind is None:
+            continue
+        lengths, prefixes = zip(*(prompt(d) for d in documents(row["docs"])))
+        reuse = bool(row.get("prefix_reuse")) or "prefix caching" in name
+        ops = cpu_limits.run_ops(config, list(lengths), min(prefixes), reuse)
+        achieved = ops * row["pairs_per_s"] / row["docs"]
+        rows[name] = {"kind": kind, "ops_per_s": achieved, "share_of_peak": achieved / peaks[kind]}
+    return {"peaks": peaks, "before": before, "after": after, "rows": rows,
+            "ops_per_token": cpu_limits.ops_per_token(config, 0)}
+
+
+def profile_row(speed: dict, args: argparse.Namespace) -> dict:
+    """onnxruntime's profile of the fastest ONNX row's artifact (prefix reuse on, as the runtime loads it)."""
+    onnx = {n: r for n, r in speed.items() if n.startswith("rerank-export onnx-") and "pairs_per_s" in r
+            and "no prefix reuse" not in n}
+    if not onnx or not args.profile_docs:
+        return {"error": "no ONNX row to profile"}
+    name = max(onnx, key=lambda n: onnx[n]["pairs_per_s"])
+    folder = args.artifacts / name.split()[1]
+    return {"row": name, **run_worker(cpu_limits.SCRIPT, ["profile", str(folder), str(args.profile_docs)])}
 
 
 def byte_rows(artifacts: Path) -> dict:
@@ -260,6 +327,9 @@ def render(results: dict, command: str) -> str:
              f"CPU: {results.get('cpu', 'not recorded')}.")
     lines = [intro, "", "![pairs/s and peak memory](compare.png)", ""]
     lines += _memory_table(results["memory"]) + [""] + _speed_table(results) + [""] + _bytes_table(results)
+    if "limits" in results:
+        lines += [""] + _limits_table(results["limits"]) + [""] + _profile_table(results.get("profile", {}))
+        lines += [""] + _goals_table(results)
     return "\n".join(lines) + "\n"
 
 
@@ -282,22 +352,86 @@ def _speed_table(results: dict) -> list[str]:
 
     lines = [(f"One query, {results['docs']} documents of ~200 tokens (~270 with the prompt). The max abs dp "
              "column compares each row's first scores with the model card's on the same pairs:"), "",
-             ("| scorer | docs | pairs/s | vs model card | vs bf16 reuse | loaded MiB | peak above loaded MiB | "
-              "max abs dp |"), "|---|---:|---:|---:|---:|---:|---:|---:|"]
+             ("| scorer | docs | pairs/s | vs model card | vs bf16 reuse | G ops/s | share of peak | loaded MiB | "
+              "peak above loaded MiB | max abs dp |"), "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    achieved = results.get("limits", {}).get("rows", {})
     for name, row in speed.items():
-        pairs = row.get("pairs_per_s")
+        pairs, ops = row.get("pairs_per_s"), achieved.get(name)
+        share = f"{ops['share_of_peak']:.0%} of {ops['kind']}" if ops else "-"
         lines.append(f"| {name} | {row.get('docs', '-')} | {_cell(row, 'pairs_per_s', '.3f')} | "
-                     f"{ratio(pairs, card)} | {ratio(pairs, bf16)} | {_cell(row, 'loaded_mib', ',.0f')} | "
-                     f"{_cell(row, 'peak_above_loaded_mib', ',.0f')} | "
-                     f"{_cell(row, 'max_abs_diff_vs_model_card', '.1e')} |")
+                     f"{ratio(pairs, card)} | {ratio(pairs, bf16)} | {ops['ops_per_s'] / 1e9:.0f} | " if ops else
+                     f"| {name} | {row.get('docs', '-')} | {_cell(row, 'pairs_per_s', '.3f')} | "
+                     f"{ratio(pairs, card)} | {ratio(pairs, bf16)} | - | ")
+        lines[-1] += (f"{share} | {_cell(row, 'loaded_mib', ',.0f')} | {_cell(row, 'peak_above_loaded_mib', ',.0f')} | "
+                      f"{_cell(row, 'max_abs_diff_vs_model_card', '.1e')} |")
     version = llama.get("llama_cpp_python", "?")
     for name, row in (llama.get("formats") or {}).items():
-        lines.append(f"| llama.cpp {name} (llama-cpp-python {version}, own venv) | {row['docs']} | "
+        lines.append(f"| llama.cpp {name} (llama-cpp-python {version}, own venv, an earlier run) | {row['docs']} | "
                      f"{row['pairs_per_s']:.3f} | {ratio(row['pairs_per_s'], card)} | "
-                     f"{ratio(row['pairs_per_s'], bf16)} | {row['load_rss'] / 2**20:,.0f} | "
+                     f"{ratio(row['pairs_per_s'], bf16)} | - | - | {row['load_rss'] / 2**20:,.0f} | "
                      f"{(row['peak_rss'] - row['load_rss']) / 2**20:,.0f} | - |")
     if "error" in llama:
-        lines.append(f"| llama.cpp | - | not measured: {llama['error']} | - | - | - | - | - |")
+        lines.append(f"| llama.cpp | - | not measured: {llama['error']} | - | - | - | - | - | - | - |")
+    return lines
+
+
+def _limits_table(limits: dict) -> list[str]:
+    if "error" in limits:
+        return [f"GEMM peaks: not measured ({limits['error']})."]
+    lines = [(f"The machine's GEMM peaks, 2 threads, {cpu_limits.TOKENS} tokens x K x N (benchmarks/cpu_limits.py), "
+             "measured before and after the rows above (the higher is the peak). Useful ops per token through "
+             f"the decoder's linear layers: {limits['ops_per_token'] / 1e9:.2f} G (plus attention)."), "",
+             "| arithmetic | peak G ops/s | " + " | ".join(f"{s} before / after" for s in
+                                                            limits["before"]["peaks"]["int8"]["per_shape"]) + " |",
+             "|---|---:|" + "---:|" * len(limits["before"]["peaks"]["int8"]["per_shape"])]
+    for kind, peak in limits["peaks"].items():
+        before, after = limits["before"]["peaks"][kind]["per_shape"], limits["after"]["peaks"][kind]["per_shape"]
+        lines.append(f"| {kind} | {peak / 1e9:.0f} | " + " | ".join(
+            f"{before[s] / 1e9:.0f} / {after[s] / 1e9:.0f}" for s in before) + " |")
+    return lines
+
+
+def _profile_table(profile: dict) -> list[str]:
+    if "share" not in profile:
+        return [f"Profile: not measured ({profile.get('error', 'no row')})."]
+    share, top = profile["share"], profile["top_ops"]
+    return [(f"Where {profile['row']} spends its time: onnxruntime's profiler over {profile['docs']} documents "
+            "(shares of the session's run time; the profiler's own overhead included):"), "",
+            "| GEMM | attention | quantize / dequantize | other ops | outside ops |", "|---:|---:|---:|---:|---:|",
+            "| " + " | ".join(f"{share.get(k, 0):.0%}" for k in ("gemm", "attention", "quantize", "other ops",
+                                                                  "outside ops")) + " |", "",
+            "Top op types: " + ", ".join(f"{op} {v:.0%}" for op, v in top.items()) + "."]
+
+
+def best_own_row(speed: dict) -> tuple[str, float] | None:
+    """The fastest rerank-export row (any format, prefix reuse allowed)."""
+    own = {n: r["pairs_per_s"] for n, r in speed.items() if n.startswith("rerank-export") and r.get("pairs_per_s")}
+    return max(own.items(), key=lambda kv: kv[1]) if own else None
+
+
+GOALS = (("OpenVINO's best row", 1.3), ("baseline-bf16 with reuse", 2.0), ("the model card's code", 6.0))
+
+
+def _goals_table(results: dict) -> list[str]:
+    speed, limits = results["throughput"], results["limits"]
+    best = best_own_row(speed)
+    if best is None:
+        return []
+    openvino = [r["pairs_per_s"] for n, r in speed.items() if n.startswith("OpenVINO") and r.get("pairs_per_s")]
+    bases = {"OpenVINO's best row": max(openvino, default=None),
+             "baseline-bf16 with reuse": speed.get(BF16_REUSE, {}).get("pairs_per_s"),
+             "the model card's code": speed.get("model-card (fp32, batch 8)", {}).get("pairs_per_s")}
+    lines = [f"The fastest rerank-export row, {best[0]} ({best[1]:.3f} pairs/s), against the goals:", "",
+             "| against | goal | measured | met |", "|---|---:|---:|---|"]
+    for name, goal in GOALS:
+        base = bases[name]
+        got = best[1] / base if base else None
+        lines.append(f"| {name} | {goal:.1f}x | {f'{got:.2f}x' if got else '-'} | "
+                     f"{'yes' if got and got >= goal else 'no'} |")
+    share = limits.get("rows", {}).get(best[0], {}).get("share_of_peak")
+    kind = limits.get("rows", {}).get(best[0], {}).get("kind", "?")
+    lines.append(f"| the measured {kind} GEMM peak | 65% | {f'{share:.0%}' if share else '-'} | "
+                 f"{'yes' if share and share >= 0.65 else 'no'} |")
     return lines
 
 

@@ -55,7 +55,17 @@ import time
 from pathlib import Path
 
 from _procstat import reset_peak_rss, status_bytes
-from realshape import run_worker  # stdlib only at import: the genai venv runs this file too
+from realshape import (  # stdlib only at import: the genai venv runs this file too
+    NO,
+    PREFIX,
+    QUERY,
+    SCORES_KEPT,
+    SUFFIX,
+    TASK,
+    YES,
+    documents,
+    run_worker,
+)
 
 SCRIPT = Path(__file__).resolve()
 ROOT = SCRIPT.parents[1]
@@ -65,31 +75,12 @@ WORK = OUT / "genai"
 GENAI_PYTHON = Path(os.environ.get("GENAI_PYTHON",
                                    Path.home() / ".cache" / "rerank-export" / "venv-genai" / "bin" / "python"))
 THREADS = 2
-SCORES_KEPT = 20
-YES, NO = 9693, 2152  # Qwen3 token ids of "yes" and "no"
 
 # What each precision is built with (besides -p PRECISION -e cpu); recorded in the row.
 PRECISIONS = {
     "int4": ["accuracy_level=4", "prune_lm_head=true"],
     "fp32": ["prune_lm_head=true"],
 }
-
-# The benchmark's query and documents, as in bench_compare.py (copied: the worker runs in the genai venv,
-# which has neither rerank_export nor the project's other dependencies).
-QUERY = "What are the health effects of drinking green tea every day?"
-SENTENCE = ("Green tea contains catechins and a little caffeine; studies on daily drinkers report small effects "
-            "on blood pressure, cholesterol and alertness, while very high intakes may upset the stomach. ")
-# The model card's prompt, as in bench_compare._model_card_scorer.
-PREFIX = ("<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the "
-          "Instruct provided. Note that the answer can only be \"yes\" or \"no\".<|im_end|>\n<|im_start|>user\n")
-SUFFIX = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
-TASK = "Given a web search query, retrieve relevant passages that answer the query"
-
-
-def documents(n: int, tokens: int = 200) -> list[str]:
-    """n distinct documents of about `tokens` Qwen tokens each (bench_compare.documents)."""
-    return [f"Document {i}. " + SENTENCE * max(1, tokens // 40) for i in range(n)]
-
 
 # ---------------------------------------------------------------- build (project venv, shells out to the genai venv)
 

@@ -23,6 +23,13 @@ SCORES_KEPT = 20  # each row keeps its first scores, so the driver can check eve
 QUERY = "What are the health effects of drinking green tea every day?"
 SENTENCE = ("Green tea contains catechins and a little caffeine; studies on daily drinkers report small effects "
             "on blood pressure, cholesterol and alertness, while very high intakes may upset the stomach. ")
+# The model card's prompt around "<Instruct>: {TASK}\n<Query>: {query}\n<Document>: {doc}", and its yes/no ids:
+# what the peers in other venvs (onnxruntime-genai, OpenVINO) tokenize, as the card's own code does.
+PREFIX = ("<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the "
+          "Instruct provided. Note that the answer can only be \"yes\" or \"no\".<|im_end|>\n<|im_start|>user\n")
+SUFFIX = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
+TASK = "Given a web search query, retrieve relevant passages that answer the query"
+YES, NO = 9693, 2152
 
 
 def documents(n: int, tokens: int = 200) -> list[str]:

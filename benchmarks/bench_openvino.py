@@ -1,0 +1,210 @@
+"""OpenVINO as a CPU peer: the seq-cls baseline converted with `ov.convert_model`, scored the way an OpenVINO user
+would (ov.Core + compile_model, the model card's prompt, one pair per inference), at its default precision on this
+CPU and with NNCF's int8 weights.
+
+    python benchmarks/bench_openvino.py --setup            # makes its venv (below); prints its python
+    .venv/bin/python benchmarks/bench_openvino.py --build  # converts benchmarks/out/openvino/{default,int8-weights}
+    .venv/bin/python benchmarks/bench_openvino.py [--docs 100] [--length 200]   # prints the rows as JSON
+
+Its own venv (~/.cache/rerank-export/venv-openvino, or OPENVINO_PYTHON): openvino, nncf, torch and transformers
+(to trace the PyTorch model). optimum-intel, the other way users convert, was not used: its 2.2.0 pulls a CUDA
+build of torch 2.14 and transformers 5.5 into the environment. openvino-genai's TextRerankPipeline wants the
+tokenizer converted too and renders its own prompt; the seq-cls graph scores the exact token ids of the model
+card's prompt, so every row here sees the same prompts as bench_compare's others.
+
+What it does (everything under benchmarks/out/openvino/, which git ignores):
+1. --build loads the baseline artifact (Qwen3ForSequenceClassification, one logit = logit_yes - logit_no) in fp32,
+   traces it with ov.convert_model (a wrapper returns the logits with use_cache=False: the traced output must be
+   tensors) on a padded two-row example, and saves the IR with ov.save_model (its default: fp16 weights). Then:
+     default:      that IR; the CPU plugin picks its inference precision (bf16 where the CPU has it natively)
+     int8-weights: nncf.compress_weights(model) on the fp32 graph (NNCF's default for it: int8 asymmetric,
+                   per channel, activations at the default precision)
+   Build seconds and bytes go to benchmarks/out/openvino/<variant>/build.json.
+2. The worker compiles the IR with INFERENCE_NUM_THREADS=2 (everything else default, as a user would), tokenizes
+   the model card's prompt with the artifact's tokenizer, and scores one pair per infer call (no padding: every
+   document differs in length): p(yes) = sigmoid(logit). Warm-up on 1 document, then the timed DOCS documents;
+   peak RSS above the loaded RSS as bench_compare.worker measures it. The row records the compiled model's
+   INFERENCE_PRECISION_HINT.
+
+Random weights: speed and memory are real, scores only check the plumbing against the model card's code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from _procstat import reset_peak_rss, status_bytes
+from realshape import PREFIX, QUERY, SCORES_KEPT, SUFFIX, TASK, documents, run_worker  # stdlib only at import
+
+SCRIPT = Path(__file__).resolve()
+ROOT = SCRIPT.parents[1]
+OUT = ROOT / "benchmarks" / "out"
+WORK = OUT / "openvino"
+BASELINE = OUT / "artifacts" / "baseline-bf16"
+VENV = Path.home() / ".cache" / "rerank-export" / "venv-openvino"
+OPENVINO_PYTHON = Path(os.environ.get("OPENVINO_PYTHON", VENV / "bin" / "python"))
+# Installed into the venv; torch first, the CPU build on this project's machines (scripts/venv.sh says why).
+PACKAGES = (["torch==2.13.0"], ["transformers>=5.16.1,<5.21", "safetensors", "openvino>=2026.4", "nncf>=3.4"])
+THREADS = 2
+VARIANTS = ("default", "int8-weights")
+
+
+# ---------------------------------------------------------------- set-up and build (the openvino venv)
+
+def setup() -> Path:
+    """Create (or reuse) the OpenVINO venv; returns its python."""
+    if not OPENVINO_PYTHON.is_file():
+        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+    for group in PACKAGES:
+        subprocess.run([str(OPENVINO_PYTHON), "-m", "pip", "install", "-q", *group], check=True)
+    return OPENVINO_PYTHON
+
+
+def _convert(baseline: Path) -> tuple[object, float]:
+    """The traced OpenVINO model of the seq-cls baseline (fp32) and the seconds it took."""
+    import openvino as ov
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(str(baseline), dtype=torch.float32).eval()
+
+    class Logits(torch.nn.Module):  # the traced output must be tensors, not a ModelOutput with a cache
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            return self.inner(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+
+    example = AutoTokenizer.from_pretrained(str(baseline))(["a padded example", "two"], padding=True,
+                                                           return_tensors="pt")
+    start = time.perf_counter()
+    with torch.no_grad():
+        converted = ov.convert_model(Logits(model), example_input=dict(example))
+    return converted, time.perf_counter() - start
+
+
+def build(baseline: Path = BASELINE) -> dict:
+    """Both variants under WORK (each skipped when built); {variant: build.json}."""
+    import nncf
+
+    todo = [v for v in VARIANTS if not (WORK / v / "build.json").is_file()]
+    if todo:
+        converted, seconds = _convert(baseline)
+        for variant in todo:
+            start = time.perf_counter()
+            model = nncf.compress_weights(converted.clone()) if variant == "int8-weights" else converted
+            _save(model, variant, seconds + time.perf_counter() - start, baseline)
+    return {v: json.loads((WORK / v / "build.json").read_text()) for v in VARIANTS}
+
+
+def _save(model: object, variant: str, seconds: float, baseline: Path) -> None:
+    import openvino as ov
+
+    tmp, dst = WORK / f"{variant}.tmp", WORK / variant
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    ov.save_model(model, str(tmp / "openvino_model.xml"))
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(baseline / name, tmp / name)
+    info = {"variant": variant, "build_seconds": seconds, "openvino": ov.__version__,
+            "bytes": sum(f.stat().st_size for f in tmp.glob("openvino_model.*"))}
+    (tmp / "build.json").write_text(json.dumps(info, indent=1) + "\n")
+    shutil.rmtree(dst, ignore_errors=True)
+    tmp.rename(dst)
+
+
+# ---------------------------------------------------------------- worker (openvino venv, its own process)
+
+def _scorer(folder: str):
+    """compile_model with 2 threads; the model card's prompt ids; one infer per pair -> sigmoid(logit)."""
+    import numpy as np
+    import openvino as ov
+    from transformers import AutoTokenizer
+
+    compiled = ov.Core().compile_model(str(Path(folder) / "openvino_model.xml"), "CPU",
+                                       {"INFERENCE_NUM_THREADS": THREADS})
+    request = compiled.create_infer_request()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    pre, suf = (tokenizer.encode(t, add_special_tokens=False) for t in (PREFIX, SUFFIX))
+
+    def score(query: str, docs: list[str]) -> list[float]:
+        out = []
+        for doc in docs:
+            body = tokenizer.encode(f"<Instruct>: {TASK}\n<Query>: {query}\n<Document>: {doc}", add_special_tokens=False)
+            ids = np.asarray([pre + body + suf], dtype=np.int64)
+            logit = float(request.infer({"input_ids": ids, "attention_mask": np.ones_like(ids)})[0][0, 0])
+            out.append(1.0 / (1.0 + math.exp(-logit)))
+        return out
+
+    score.precision = str(compiled.get_property("INFERENCE_PRECISION_HINT"))
+    return score
+
+
+def worker(folder: str, docs: int, length: int) -> dict:
+    score = _scorer(folder)
+    texts = documents(docs, length)
+    score(QUERY, texts[:1])  # warm-up outside the measurement
+    reset_peak_rss()
+    loaded = status_bytes("VmRSS")
+    start, cpu = time.perf_counter(), time.process_time()
+    scores = score(QUERY, texts)
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return {"pairs_per_s": docs / seconds, "seconds": seconds, "loaded_mib": loaded / 2**20,
+            "peak_above_loaded_mib": (status_bytes("VmHWM") - loaded) / 2**20, "docs": len(scores),
+            "prefix_reuse": False, "scores": scores[:SCORES_KEPT], "cpu_seconds": cpu,
+            "inference_precision": score.precision,
+            "how": f"ov.Core().compile_model(IR, 'CPU', INFERENCE_NUM_THREADS={THREADS}), one infer per pair"}
+
+
+# ---------------------------------------------------------------- rows for bench_compare (project venv)
+
+def openvino_rows(docs: int, length: int = 200, timeout: float = 7200) -> dict[str, dict]:
+    """{"OpenVINO <variant> (...)": row}, each worker in the OpenVINO venv, in its own process."""
+    rows = {}
+    for variant in VARIANTS:
+        name = f"OpenVINO {variant} (ov.convert_model of baseline-bf16, own venv)"
+        record = WORK / variant / "build.json"
+        if not OPENVINO_PYTHON.is_file() or not record.is_file():
+            rows[name] = {"error": f"not built: run python {SCRIPT.relative_to(ROOT)} --setup, then --build"}
+            continue
+        row = run_worker(SCRIPT, [str(WORK / variant), str(docs), str(length)], timeout, str(OPENVINO_PYTHON))
+        info = json.loads(record.read_text())
+        rows[name] = {**row, "build_seconds": info["build_seconds"], "openvino": info["openvino"],
+                      "bytes": info["bytes"]}
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--worker", nargs=3, metavar=("VARIANT_DIR", "DOCS", "LENGTH"))
+    parser.add_argument("--setup", action="store_true", help="create the OpenVINO venv; print its python")
+    parser.add_argument("--build", action="store_true", help="convert both variants (in the OpenVINO venv)")
+    parser.add_argument("--baseline", type=Path, default=BASELINE, help="the seq-cls baseline to convert")
+    parser.add_argument("--docs", type=int, default=100)
+    parser.add_argument("--length", type=int, default=200)
+    args = parser.parse_args()
+    if args.worker:
+        folder, docs, length = args.worker
+        print(json.dumps(worker(folder, int(docs), int(length))))
+    elif args.setup:
+        print(setup())
+    elif args.build:
+        if importlib.util.find_spec("openvino") is None:  # the conversion runs in the OpenVINO venv
+            sys.exit(subprocess.run([str(OPENVINO_PYTHON), str(SCRIPT), *sys.argv[1:]], check=False).returncode)
+        print(json.dumps(build(args.baseline), indent=1))
+    else:
+        print(json.dumps(openvino_rows(args.docs, args.length), indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,156 @@
+"""The machine's limits beside bench_compare's rows: GEMM peaks measured in the same run, each row's achieved
+ops/s as a share of the peak of the arithmetic it runs, and where onnxruntime spends a row's time by op type.
+
+    .venv/bin/python benchmarks/cpu_limits.py --worker peaks            # one JSON line: the GEMM peaks
+    .venv/bin/python benchmarks/cpu_limits.py --worker profile DIR N    # one JSON line: time shares by op type
+
+Peaks, 2 threads, the 0.6B shape's linear layers (M = 2,048 tokens by K x N = 1024 x 3072 (gate, up),
+3072 x 1024 (down), 1024 x 2048 (q)), best of 5 after a warm-up:
+  int8: onnxruntime MatMulInteger, uint8 activations x int8 weights (the kernel onnx-int8's
+        DynamicQuantizeMatMul and onnx-int4's MatMulNBits with int8 activations run, VNNI where the CPU has it)
+  bf16, fp32: torch.matmul
+Achieved: the useful ops a row's run did, 2 x (the decoder's linear weights) per token run (0.88 G on the
+0.6B shape) plus attention's 4 x layers x heads x head_dim x context per token, over its seconds. A row with
+prefix reuse runs the shared prefix once and each pair's tail; one without runs every pair whole. The model
+card's code also multiplies every position by the 151,669-row vocabulary head: wasted work, not counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve()
+THREADS = 2
+TOKENS = 2048
+SHAPES = ((1024, 3072), (3072, 1024), (1024, 2048))
+GEMM = {"MatMul", "MatMulInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "MatMulNBits", "Gemm",
+        "FusedMatMul", "QGemm"}
+ATTENTION = {"GroupQueryAttention", "MultiHeadAttention", "Attention", "Softmax"}
+QUANTIZE = {"DynamicQuantizeLinear", "QuantizeLinear", "DequantizeLinear", "GatherBlockQuantized"}
+CONTROL = {"Loop", "If", "Scan"}  # their time is their subgraph's nodes', which are profiled themselves
+
+
+def _best(run, repeats: int = 5) -> float:
+    run()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def _int8_peak(k: int, n: int) -> float:
+    import numpy as np
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("MatMulInteger", ["a", "b", "az", "bz"], ["y"])], "peak",
+        [helper.make_tensor_value_info("a", TensorProto.UINT8, [TOKENS, k])],
+        [helper.make_tensor_value_info("y", TensorProto.INT32, [TOKENS, n])],
+        [helper.make_tensor("b", TensorProto.INT8, [k, n], np.random.default_rng(0).integers(-64, 64, (k, n))
+                            .astype(np.int8).tobytes(), raw=True),
+         helper.make_tensor("az", TensorProto.UINT8, [], [128]), helper.make_tensor("bz", TensorProto.INT8, [], [0])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = THREADS, 1
+    session = ort.InferenceSession(model.SerializeToString(),
+                                   opts, providers=["CPUExecutionProvider"])
+    a = np.random.default_rng(1).integers(0, 256, (TOKENS, k)).astype(np.uint8)
+    return 2 * TOKENS * k * n / _best(lambda: session.run(["y"], {"a": a}))
+
+
+def _torch_peak(k: int, n: int, dtype: str) -> float:
+    import torch
+
+    torch.set_num_threads(THREADS)
+    a = torch.randn(TOKENS, k, dtype=getattr(torch, dtype))
+    b = torch.randn(k, n, dtype=getattr(torch, dtype))
+    with torch.inference_mode():
+        return 2 * TOKENS * k * n / _best(lambda: torch.matmul(a, b))
+
+
+def peaks() -> dict:
+    """{"int8" | "bf16" | "fp32": {"peak_ops_per_s", "per_shape": {"KxN": ops/s}}}."""
+    makers = {"int8": _int8_peak, "bf16": lambda k, n: _torch_peak(k, n, "bfloat16"),
+              "fp32": lambda k, n: _torch_peak(k, n, "float32")}
+    out = {}
+    for kind, make in makers.items():
+        per_shape = {f"{k}x{n}": make(k, n) for k, n in SHAPES}
+        out[kind] = {"peak_ops_per_s": max(per_shape.values()), "per_shape": per_shape}
+    return {"threads": THREADS, "tokens": TOKENS, "peaks": out}
+
+
+def ops_per_token(config: dict, context: float) -> float:
+    """Useful ops of one token through the decoder: 2 x its linear weights, plus attention over `context`."""
+    hidden, layers = config["hidden_size"], config["num_hidden_layers"]
+    heads, kv_heads, head_dim = config["num_attention_heads"], config["num_key_value_heads"], config["head_dim"]
+    per_layer = hidden * head_dim * (2 * heads + 2 * kv_heads) + 3 * hidden * config["intermediate_size"]
+    return 2 * layers * per_layer + 4 * layers * heads * head_dim * context
+
+
+def run_ops(config: dict, lengths: list[int], prefix: int, reuse: bool) -> float:
+    """Useful ops to score prompts of `lengths` tokens that share their first `prefix` tokens."""
+    if not reuse:
+        return sum(n * ops_per_token(config, n / 2) for n in lengths)
+    tails = sum((n - prefix) * ops_per_token(config, (n + prefix) / 2) for n in lengths)
+    return prefix * ops_per_token(config, prefix / 2) + tails
+
+
+# ---------------------------------------------------------------- profile of one ONNX artifact's run
+
+def profile(folder: str, docs: int) -> dict:
+    """rerank_export.load's scoring of `docs` documents with onnxruntime's profiler on: time shares by op type."""
+    import onnxruntime as ort
+    from realshape import QUERY, documents
+
+    import rerank_export
+    from rerank_export.formats.onnx.session import MODEL_FILE, providers_for, session_options
+
+    reranker = rerank_export.load(folder, device="cpu", allow_unverified=True)
+    opts = session_options(THREADS)
+    opts.enable_profiling = True
+    opts.profile_file_prefix = str(Path("/tmp") / f"rerank-export-profile-{Path(folder).name}")
+    reranker.backend.session = ort.InferenceSession(str(Path(folder) / MODEL_FILE), opts,
+                                                    providers=providers_for("cpu"))
+    texts = documents(docs)
+    start = time.perf_counter()
+    reranker.score([(QUERY, d) for d in texts])
+    seconds = time.perf_counter() - start
+    trace = Path(reranker.backend.session.end_profiling())
+    events = json.loads(trace.read_text())
+    trace.unlink()
+    return {"docs": docs, "seconds": seconds, **shares(events)}
+
+
+def shares(events: list[dict]) -> dict:
+    """Node time by kind (GEMM, attention, quantize/dequantize, rest) as shares of the session's run time."""
+    by_op: dict[str, float] = {}
+    for e in events:
+        op = (e.get("args") or {}).get("op_name")
+        if e.get("cat") == "Node" and op and op not in CONTROL and e["name"].endswith("_kernel_time"):
+            by_op[op] = by_op.get(op, 0.0) + e["dur"]
+    run = sum(e["dur"] for e in events if e.get("cat") == "Session" and e["name"] == "model_run")
+    kinds = {"gemm": GEMM, "attention": ATTENTION, "quantize": QUANTIZE}
+    totals = {k: sum(v for op, v in by_op.items() if op in ops) for k, ops in kinds.items()}
+    totals["other ops"] = sum(by_op.values()) - sum(totals.values())
+    totals["outside ops"] = max(0.0, run - sum(by_op.values()))  # scheduling, copies, the Loop's own work
+    top = sorted(by_op.items(), key=lambda kv: -kv[1])[:8]
+    return {"run_us": run, "share": {k: v / run for k, v in totals.items()} if run else {},
+            "top_ops": {op: us / run for op, us in top} if run else {}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--worker", nargs="+", metavar="KIND [ARGS]")
+    args = parser.parse_args()
+    kind, *rest = args.worker
+    print(json.dumps(peaks() if kind == "peaks" else profile(rest[0], int(rest[1]))))
+
+
+if __name__ == "__main__":
+    main()
