@@ -29,7 +29,7 @@ from .manifest import Manifest
 log = logging.getLogger(__name__)
 
 # Part of the free memory the model may use. The rest absorbs allocator fragmentation, the tokenizer
-# and Python objects, and the error of the per-token estimate (measured within 2x on CPU, see README).
+# and Python objects, and the error of the per-token estimate (benchmarks/RESULTS.md).
 USABLE_FRACTION = 0.9
 # Padded tokens per forward pass never exceed this: bigger batches stop paying off on CPUs and most GPUs
 # and only add latency to the first result.

@@ -13,7 +13,7 @@ from .options import NoOptions, parse_options
 from .spec import FormatSpec, Thresholds
 
 # Parity limits per format, set from measurements on the tiny models and the built-in eval set with
-# margin (see README). max_batch_dp (a pair alone against the same pair in batches, parity.batch_invariance),
+# margin (docs/parity.md). max_batch_dp (a pair alone against the same pair in batches, parity.batch_invariance),
 # seeds 0-1 with the long document: fp32 formats and awq-int4 (fp32 compute) at most 1.8e-6, so the default
 # 1e-5; bf16 8.1e-3 and fp16 1.7e-3 (16-bit rounding follows the batch's shapes); every ONNX format 0
 # (below). Random weights put many scores within 0.01 of each other, so 16-bit rounding swaps
@@ -31,7 +31,7 @@ HALF_LIMITS = Thresholds(max_abs_dp=0.03, mean_abs_dp=0.008, min_spearman_mean=0
 # Haswell (AVX2, no VNNI) and a Nehalem (SSE4.2: onnxruntime's plain fallbacks, which is what an AMX Xeon's
 # onnx-int4 matched). Limits: 1.5x the worst max/mean |dp|; rank floors 0.1 below the worst measured, since
 # on 3-6 near-tied documents per query a 0.017 change in scores moved Spearman mean by 0.066 (seed 0,
-# onnx-int4, int8 against fp32 activations). README "Parity thresholds" has every measured value.
+# onnx-int4, int8 against fp32 activations). docs/parity.md has every measured value.
 
 # AWQ int4 (torch, dequantized fp32 matmuls: the same on every CPU) and onnx-int4 (MatMulNBits with int8
 # activations on AVX2/AVX512/AMX, fp32 on plain SSE). Worst measured: max |dp| 0.33 (demo search settings),

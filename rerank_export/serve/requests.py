@@ -11,7 +11,7 @@ from .errors import RequestError, show
 
 DEFAULT_MAX_DOCUMENTS = 1000
 DEFAULT_MAX_BODY_BYTES = 8 * 2**20
-# 128 documents of 1,024 tokens: about a minute of the 0.6B model on 2 CPU cores (README, "Which artifact").
+# 128 documents of 1,024 tokens: about a minute of the 0.6B model on 2 CPU cores (docs/selection.md).
 DEFAULT_MAX_REQUEST_TOKENS = 131072
 DEFAULT_REQUEST_TIMEOUT_S = 300.0
 # A request's header block, and then its body, must each arrive within this; slower ones (slowloris, a body that
@@ -21,7 +21,7 @@ DEFAULT_READ_TIMEOUT_S = 30.0
 NO_CUT = {"max_tokens_per_doc": 0, "truncate_prompt_tokens": -1}
 # Fields checked here beside api.py's tables, because their values are validated, not only compared with one
 # harmless default. vLLM's request bookkeeping: every pooling request carries it, RerankRequest().model_dump()
-# included. (The README's field table lists them with api.py's.)
+# included. (docs/http-api.md, "The request contract", lists them with api.py's.)
 BOOKKEEPING = {
     "request_id": "the answer's id ends with it (vLLM)",
     "user": "a string naming the end user (OpenAI, vLLM); accepted, nothing is accounted per user",
