@@ -23,3 +23,23 @@ def reset_peak_rss() -> None:
             f.write("5")
     except OSError:
         pass
+
+
+def time_scorer(score, docs: int, length: int) -> dict:
+    """The timed part of a peer's worker: `score(query, documents)` warmed up on one document, then timed on
+    `docs` documents of ~`length` tokens, with its peak RSS above the loaded RSS and its CPU time."""
+    import time
+
+    from realshape import QUERY, SCORES_KEPT, documents
+
+    texts = documents(docs, length)
+    score(QUERY, texts[:1])  # warm-up outside the measurement
+    reset_peak_rss()
+    loaded = status_bytes("VmRSS")
+    start, cpu = time.perf_counter(), time.process_time()
+    scores = score(QUERY, texts)
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return {"pairs_per_s": docs / seconds, "seconds": seconds, "loaded_mib": loaded / 2**20,
+            "peak_above_loaded_mib": (status_bytes("VmHWM") - loaded) / 2**20, "docs": len(scores),
+            "prefix_reuse": False, "scores": scores[:SCORES_KEPT],
+            "cpu_seconds": cpu}  # ~threads x seconds unless the CPU was shared

@@ -54,16 +54,13 @@ import sys
 import time
 from pathlib import Path
 
-from _procstat import reset_peak_rss, status_bytes
+from _procstat import time_scorer
 from realshape import (  # stdlib only at import: the genai venv runs this file too
     NO,
     PREFIX,
-    QUERY,
-    SCORES_KEPT,
     SUFFIX,
     TASK,
     YES,
-    documents,
     run_worker,
 )
 
@@ -156,18 +153,7 @@ def _genai_scorer(folder: str):
 
 
 def worker(folder: str, docs: int, length: int) -> dict:
-    score = _genai_scorer(folder)
-    texts = documents(docs, length)
-    score(QUERY, texts[:1])  # warm-up outside the measurement
-    reset_peak_rss()
-    loaded = status_bytes("VmRSS")
-    start, cpu = time.perf_counter(), time.process_time()
-    scores = score(QUERY, texts)
-    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
-    peak = status_bytes("VmHWM")
-    return {"pairs_per_s": docs / seconds, "seconds": seconds, "loaded_mib": loaded / 2**20,
-            "peak_above_loaded_mib": (peak - loaded) / 2**20, "docs": len(scores), "prefix_reuse": False,
-            "scores": scores[:SCORES_KEPT], "cpu_seconds": cpu,  # ~THREADS x seconds unless the CPU was shared
+    return {**time_scorer(_genai_scorer(folder), docs, length),
             "how": ("og.Model + og.Tokenizer, one og.Generator per pair (max_length = prompt + 1): append_tokens, "
                     f"get_logits at the last position, sigmoid(yes - no); {THREADS} intra-op threads")}
 

@@ -1,9 +1,9 @@
 """OpenVINO as a CPU peer: the seq-cls baseline converted with `ov.convert_model`, scored the way an OpenVINO user
 would (ov.Core + compile_model, the model card's prompt, one pair per inference), at its default precision on this
-CPU and with NNCF's int8 weights.
+CPU, with NNCF's int8 weights, and with its int8 weights and activations.
 
     python benchmarks/bench_openvino.py --setup            # makes its venv (below); prints its python
-    .venv/bin/python benchmarks/bench_openvino.py --build  # converts benchmarks/out/openvino/{default,int8-weights}
+    .venv/bin/python benchmarks/bench_openvino.py --build  # converts benchmarks/out/openvino/{default,int8-*}
     .venv/bin/python benchmarks/bench_openvino.py [--docs 100] [--length 200]   # prints the rows as JSON
 
 Its own venv (~/.cache/rerank-export/venv-openvino, or OPENVINO_PYTHON): openvino, nncf, torch and transformers
@@ -19,6 +19,9 @@ What it does (everything under benchmarks/out/openvino/, which git ignores):
      default:      that IR; the CPU plugin picks its inference precision (bf16 where the CPU has it natively)
      int8-weights: nncf.compress_weights(model) on the fp32 graph (NNCF's default for it: int8 asymmetric,
                    per channel, activations at the default precision)
+     int8-static:  nncf.quantize(model, dataset, model_type=TRANSFORMER): int8 weights and int8 activations
+                   with scales calibrated on CALIBRATION prompts (other documents than the timed ones), the
+                   path NNCF documents for the fastest CPU inference
    Build seconds and bytes go to benchmarks/out/openvino/<variant>/build.json.
 2. The worker compiles the IR with INFERENCE_NUM_THREADS=2 (everything else default, as a user would), tokenizes
    the model card's prompt with the artifact's tokenizer, and scores one pair per infer call (no padding: every
@@ -42,8 +45,8 @@ import sys
 import time
 from pathlib import Path
 
-from _procstat import reset_peak_rss, status_bytes
-from realshape import PREFIX, QUERY, SCORES_KEPT, SUFFIX, TASK, documents, run_worker  # stdlib only at import
+from _procstat import time_scorer
+from realshape import PREFIX, SUFFIX, TASK, documents, run_worker  # stdlib only at import
 
 SCRIPT = Path(__file__).resolve()
 ROOT = SCRIPT.parents[1]
@@ -55,7 +58,8 @@ OPENVINO_PYTHON = Path(os.environ.get("OPENVINO_PYTHON", VENV / "bin" / "python"
 # Installed into the venv; torch first, the CPU build on this project's machines (scripts/venv.sh says why).
 PACKAGES = (["torch==2.13.0"], ["transformers>=5.16.1,<5.21", "safetensors", "openvino>=2026.4", "nncf>=3.4"])
 THREADS = 2
-VARIANTS = ("default", "int8-weights")
+VARIANTS = ("default", "int8-weights", "int8-static")
+CALIBRATION = 32  # prompts for int8-static's activation scales
 
 
 # ---------------------------------------------------------------- set-up and build (the openvino venv)
@@ -94,7 +98,7 @@ def _convert(baseline: Path) -> tuple[object, float]:
 
 
 def build(baseline: Path = BASELINE) -> dict:
-    """Both variants under WORK (each skipped when built); {variant: build.json}."""
+    """Every variant under WORK (each skipped when built); {variant: build.json}."""
     import nncf
 
     todo = [v for v in VARIANTS if not (WORK / v / "build.json").is_file()]
@@ -102,9 +106,32 @@ def build(baseline: Path = BASELINE) -> dict:
         converted, seconds = _convert(baseline)
         for variant in todo:
             start = time.perf_counter()
-            model = nncf.compress_weights(converted.clone()) if variant == "int8-weights" else converted
+            model = (nncf.compress_weights(converted.clone()) if variant == "int8-weights" else
+                     nncf.quantize(converted.clone(), nncf.Dataset(_calibration(baseline)),
+                                   model_type=nncf.ModelType.TRANSFORMER, subset_size=CALIBRATION)
+                     if variant == "int8-static" else converted)
             _save(model, variant, seconds + time.perf_counter() - start, baseline)
     return {v: json.loads((WORK / v / "build.json").read_text()) for v in VARIANTS}
+
+
+def _calibration(baseline: Path) -> list[dict]:
+    """CALIBRATION model-card prompts of 50 to 400 tokens, with another query than the timed one."""
+    import numpy as np
+
+    ids = _prompt_ids(baseline)
+    lengths = np.linspace(50, 400, CALIBRATION).astype(int)
+    return [{"input_ids": (row := np.asarray([ids("How is green tea made?", doc)], dtype=np.int64)),
+             "attention_mask": np.ones_like(row)} for doc in (documents(1, int(n))[0] for n in lengths)]
+
+
+def _prompt_ids(folder: Path):
+    """(query, document) -> the model card's prompt ids, with the folder's tokenizer."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    pre, suf = (tokenizer.encode(t, add_special_tokens=False) for t in (PREFIX, SUFFIX))
+    return lambda query, doc: pre + tokenizer.encode(
+        f"<Instruct>: {TASK}\n<Query>: {query}\n<Document>: {doc}", add_special_tokens=False) + suf
 
 
 def _save(model: object, variant: str, seconds: float, baseline: Path) -> None:
@@ -129,19 +156,16 @@ def _scorer(folder: str):
     """compile_model with 2 threads; the model card's prompt ids; one infer per pair -> sigmoid(logit)."""
     import numpy as np
     import openvino as ov
-    from transformers import AutoTokenizer
 
     compiled = ov.Core().compile_model(str(Path(folder) / "openvino_model.xml"), "CPU",
                                        {"INFERENCE_NUM_THREADS": THREADS})
     request = compiled.create_infer_request()
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    pre, suf = (tokenizer.encode(t, add_special_tokens=False) for t in (PREFIX, SUFFIX))
+    prompt_ids = _prompt_ids(Path(folder))
 
     def score(query: str, docs: list[str]) -> list[float]:
         out = []
         for doc in docs:
-            body = tokenizer.encode(f"<Instruct>: {TASK}\n<Query>: {query}\n<Document>: {doc}", add_special_tokens=False)
-            ids = np.asarray([pre + body + suf], dtype=np.int64)
+            ids = np.asarray([prompt_ids(query, doc)], dtype=np.int64)
             logit = float(request.infer({"input_ids": ids, "attention_mask": np.ones_like(ids)})[0][0, 0])
             out.append(1.0 / (1.0 + math.exp(-logit)))
         return out
@@ -152,17 +176,7 @@ def _scorer(folder: str):
 
 def worker(folder: str, docs: int, length: int) -> dict:
     score = _scorer(folder)
-    texts = documents(docs, length)
-    score(QUERY, texts[:1])  # warm-up outside the measurement
-    reset_peak_rss()
-    loaded = status_bytes("VmRSS")
-    start, cpu = time.perf_counter(), time.process_time()
-    scores = score(QUERY, texts)
-    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
-    return {"pairs_per_s": docs / seconds, "seconds": seconds, "loaded_mib": loaded / 2**20,
-            "peak_above_loaded_mib": (status_bytes("VmHWM") - loaded) / 2**20, "docs": len(scores),
-            "prefix_reuse": False, "scores": scores[:SCORES_KEPT], "cpu_seconds": cpu,
-            "inference_precision": score.precision,
+    return {**time_scorer(score, docs, length), "inference_precision": score.precision,
             "how": f"ov.Core().compile_model(IR, 'CPU', INFERENCE_NUM_THREADS={THREADS}), one infer per pair"}
 
 
@@ -188,7 +202,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--worker", nargs=3, metavar=("VARIANT_DIR", "DOCS", "LENGTH"))
     parser.add_argument("--setup", action="store_true", help="create the OpenVINO venv; print its python")
-    parser.add_argument("--build", action="store_true", help="convert both variants (in the OpenVINO venv)")
+    parser.add_argument("--build", action="store_true", help="convert every variant (in the OpenVINO venv)")
     parser.add_argument("--baseline", type=Path, default=BASELINE, help="the seq-cls baseline to convert")
     parser.add_argument("--docs", type=int, default=100)
     parser.add_argument("--length", type=int, default=200)
