@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import re
-import stat
 from pathlib import Path
 
 from ..errors import MissingExtra, NoArtifactFits, UsageError
@@ -15,10 +12,8 @@ from .pick import add_device_arguments
 
 NAME = "serve"
 HELP = "serve the best verified artifact that fits over HTTP (/v1/rerank, /score, a try-it page)"
-API_KEY_ENV = "RERANK_EXPORT_API_KEY"
 
 log = logging.getLogger(__name__)
-MAX_KEY_BYTES = 4096  # a key file is one short line; a bound keeps a wrong path (a device, a log) from being read
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,6 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         host_list,
         positive_seconds,
     )
+    from ..serve.keys import API_KEY_ENV
     from ..vllm.command import VLLM_PYTHON_ENV
     from ._common import port_int, positive_int, size_bytes
 
@@ -76,46 +72,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "further vLLM flags go last, after --, e.g. -- --tensor-parallel-size 2")
 
 
-def resolve_api_key(args: argparse.Namespace) -> str | None:
-    """The key from --api-key-file, --api-key (with a warning: argv is public) or $RERANK_EXPORT_API_KEY.
-
-    No message, here or later, ever holds the key itself.
-    """
-    if args.api_key_file is not None:
-        return _checked(_read_key_file(Path(args.api_key_file)), f"--api-key-file {args.api_key_file}")
-    if args.api_key is not None:
-        log.warning("--api-key puts the key in this process's command line, which `ps` shows to every user of "
-                    "this machine: pass it with --api-key-file PATH or $%s instead", API_KEY_ENV)
-        return _checked(args.api_key, "--api-key")
-    key = os.environ.get(API_KEY_ENV)
-    return _checked(key, f"${API_KEY_ENV}") if key else None  # set but empty: no key, as if unset
-
-
-def _read_key_file(path: Path) -> str:
-    try:
-        with path.open("rb") as file:
-            raw, mode = file.read(MAX_KEY_BYTES + 1), os.fstat(file.fileno()).st_mode
-    except OSError as exc:
-        raise UsageError(f"cannot read --api-key-file {path}: {exc.strerror or exc}") from None
-    if len(raw) > MAX_KEY_BYTES:
-        raise UsageError(f"--api-key-file {path} is over {MAX_KEY_BYTES} bytes: put only the key in it")
-    if mode & (stat.S_IRGRP | stat.S_IROTH):
-        log.warning("--api-key-file %s can be read by other users (mode %o): chmod 600 it", path, mode & 0o777)
-    return raw.decode("ascii", "replace").strip()  # non-ASCII bytes become U+FFFD, which _checked refuses
-
-
-def _checked(key: str, source: str) -> str:
-    """`key` if it can travel in an Authorization header: one line of printable ASCII."""
-    if not key:
-        raise UsageError(f"{source} holds no key: put the key in it, or leave it out to serve without one")
-    if not re.fullmatch(r"[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?", key):
-        raise UsageError(f"{source}: the key must be one line of printable ASCII (it travels in an HTTP header; "
-                         "a client could never send it otherwise)")
-    return key
-
-
 def run(args: argparse.Namespace) -> int:
-    api_key = resolve_api_key(args)
+    from ..serve.keys import resolve_api_key
+
+    api_key = resolve_api_key(args.api_key_file, args.api_key)
     args.vllm_args = list(getattr(args, "passthrough", []))
     if args.engine == "vllm":
         return _run_vllm(args, api_key)
@@ -148,6 +108,7 @@ def _run_builtin(args: argparse.Namespace, api_key: str | None) -> int:
 
 def _run_vllm(args: argparse.Namespace, api_key: str | None) -> int:
     from ..manifest import verify_files
+    from ..serve.keys import API_KEY_ENV
     from ..vllm.command import build_command, check_vllm, read_config, settings_from, vllm_python
     from ..vllm.decide import decide, native_bf16
     from ..vllm.engine import free_port

@@ -10,6 +10,7 @@ server keeps serving. One module a concern, each importing only those before it:
     tokens      texts cut to their byte cap, documents to their token caps; the request's token budget
     scheduling  chunks scored a turn at a time, first come first served; memory handed back
     responses   each route's answer
+    keys        the API key from a file or the environment (the command line warns), checked, never logged
     guards      Host, API key, Content-Type, body size and deadline, and the JSON parser's bounds
     app         create_app: routes, error handlers, work bounded by the client and the timeout
     transport   bind, and uvicorn with read deadlines and framing errors in our shape
