@@ -10,7 +10,8 @@ Measured side by side in one run, each in its own process (so peak RSS is its ow
   llama.cpp:  llama-cpp-python with Q8_0 / Q4_K_M, read from bench_llamacpp.py's last run (own venv)
   engines:    with --vllm-python, vLLM's CPU build serving baseline-bf16 and awq-int4 (bench_vllm.py's row);
               with --genai, onnxruntime-genai's model builder int4 / fp32 (bench_genai.py, own venv);
-              with --openvino, OpenVINO's default precision and NNCF int8 weights (bench_openvino.py, own venv)
+              with --openvino, OpenVINO at its default precision, with NNCF int8 weights, and with NNCF int8
+              weights and activations (bench_openvino.py, own venv)
   limits:     the machine's int8, bf16 and fp32 GEMM peaks (cpu_limits.py), measured before and after the
               rows; each row's achieved ops/s as a share of the peak of the arithmetic it runs; and the
               fastest ONNX row's time by op type from onnxruntime's profiler
@@ -363,13 +364,11 @@ def _speed_table(results: dict) -> list[str]:
     achieved = results.get("limits", {}).get("rows", {})
     for name, row in speed.items():
         pairs, ops = row.get("pairs_per_s"), achieved.get(name)
-        share = f"{ops['share_of_peak']:.0%} of {ops['kind']}" if ops else "-"
+        gops, share = (f"{ops['ops_per_s'] / 1e9:.0f}", f"{ops['share_of_peak']:.0%} of {ops['kind']}") if ops else ("-", "-")
         lines.append(f"| {name} | {row.get('docs', '-')} | {_cell(row, 'pairs_per_s', '.3f')} | "
-                     f"{ratio(pairs, card)} | {ratio(pairs, bf16)} | {ops['ops_per_s'] / 1e9:.0f} | " if ops else
-                     f"| {name} | {row.get('docs', '-')} | {_cell(row, 'pairs_per_s', '.3f')} | "
-                     f"{ratio(pairs, card)} | {ratio(pairs, bf16)} | - | ")
-        lines[-1] += (f"{share} | {_cell(row, 'loaded_mib', ',.0f')} | {_cell(row, 'peak_above_loaded_mib', ',.0f')} | "
-                      f"{_cell(row, 'max_abs_diff_vs_model_card', '.1e')} |")
+                     f"{ratio(pairs, card)} | {ratio(pairs, bf16)} | {gops} | {share} | "
+                     f"{_cell(row, 'loaded_mib', ',.0f')} | {_cell(row, 'peak_above_loaded_mib', ',.0f')} | "
+                     f"{_cell(row, 'max_abs_diff_vs_model_card', '.1e')} |")
     version = llama.get("llama_cpp_python", "?")
     for name, row in (llama.get("formats") or {}).items():
         lines.append(f"| llama.cpp {name} (llama-cpp-python {version}, own venv, an earlier run) | {row['docs']} | "
