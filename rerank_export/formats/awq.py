@@ -220,4 +220,4 @@ def load(folder: Path, manifest: Manifest | None, device: str = "cpu") -> TorchB
         model.load_state_dict(state, strict=True)
     except (OSError, RuntimeError) as exc:  # missing file, missing/unexpected keys, shape mismatches
         raise ArtifactError(f"cannot load {folder / WEIGHTS_FILE}: {first_line(exc)}; rebuild the artifact") from exc
-    return TorchBackend(model.eval(), manifest.format if manifest else "awq-int4")
+    return TorchBackend(model.eval(), manifest.format if manifest else folder.name)  # an artifact folder is named after its format
