@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from rerank_export.formats import FORMATS
 from rerank_export.manifest import read_manifest
 from rerank_export.recipe import load_recipe
@@ -21,6 +23,9 @@ def test_the_demo_recipe_covers_every_format():
     assert sorted(load_recipe(DEMO).artifact_names()) == sorted(FORMATS)
 
 
+# ~3 minutes (the whole demo recipe, its AWQ search included): in the slow stage, which CI runs after the
+# default one; each format's own export and gate are in the default run (test_cli, test_onnx_cli, test_awq_cli).
+@pytest.mark.slow
 def test_every_format_exports_and_passes_parity(tmp_path):
     """The demo recipe through the real CLI, in its own process: every format passes, and the run is quiet
     (library warnings such as torch.onnx's or onnxruntime's quantizer hints appear only with --verbose)."""
