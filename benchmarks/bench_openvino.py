@@ -8,9 +8,10 @@ CPU, with NNCF's int8 weights, and with its int8 weights and activations.
 
 Its own venv (~/.cache/rerank-export/venv-openvino, or OPENVINO_PYTHON): openvino, nncf, torch and transformers
 (to trace the PyTorch model). optimum-intel, the other way users convert, was not used: its 2.2.0 pulls a CUDA
-build of torch 2.14 and transformers 5.5 into the environment. openvino-genai's TextRerankPipeline wants the
-tokenizer converted too and renders its own prompt; the seq-cls graph scores the exact token ids of the model
-card's prompt, so every row here sees the same prompts as bench_compare's others.
+build of torch 2.14 and transformers 5.5 into the environment. openvino-genai's TextRerankPipeline was not tried (it
+wants the tokenizer converted to OpenVINO too, and how it builds Qwen3's prompt was not checked); the seq-cls
+graph scores the exact token ids of the model card's prompt, so every row here sees the same prompts as
+bench_compare's others.
 
 What it does (everything under benchmarks/out/openvino/, which git ignores):
 1. --build loads the baseline artifact (Qwen3ForSequenceClassification, one logit = logit_yes - logit_no) in fp32,
