@@ -1,8 +1,9 @@
 """The machine's limits beside bench_compare's rows: GEMM peaks measured in the same run, each row's achieved
 ops/s as a share of the peak of the arithmetic it runs, and where onnxruntime spends a row's time by op type.
 
-    .venv/bin/python benchmarks/cpu_limits.py --worker peaks            # one JSON line: the GEMM peaks
+    .venv/bin/python benchmarks/cpu_limits.py --worker peaks [M]        # one JSON line: the GEMM peaks (M tokens)
     .venv/bin/python benchmarks/cpu_limits.py --worker profile DIR N    # one JSON line: time shares by op type
+    .venv/bin/python benchmarks/cpu_limits.py --worker nodes [M]        # onnx-int8's fused int8 nodes, each alone
 
 Peaks, 2 threads, the 0.6B shape's linear layers (M = 2,048 tokens by K x N = 1024 x 3072 (gate, up),
 3072 x 1024 (down), 1024 x 2048 (q)), best of 5 after a warm-up:
@@ -43,15 +44,15 @@ def _best(run, repeats: int = 5) -> float:
     return best
 
 
-def _int8_peak(k: int, n: int) -> float:
+def _int8_peak(k: int, n: int, tokens: int = TOKENS) -> float:
     import numpy as np
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(
         [helper.make_node("MatMulInteger", ["a", "b", "az", "bz"], ["y"])], "peak",
-        [helper.make_tensor_value_info("a", TensorProto.UINT8, [TOKENS, k])],
-        [helper.make_tensor_value_info("y", TensorProto.INT32, [TOKENS, n])],
+        [helper.make_tensor_value_info("a", TensorProto.UINT8, [tokens, k])],
+        [helper.make_tensor_value_info("y", TensorProto.INT32, [tokens, n])],
         [helper.make_tensor("b", TensorProto.INT8, [k, n], np.random.default_rng(0).integers(-64, 64, (k, n))
                             .astype(np.int8).tobytes(), raw=True),
          helper.make_tensor("az", TensorProto.UINT8, [], [128]), helper.make_tensor("bz", TensorProto.INT8, [], [0])])
@@ -60,29 +61,59 @@ def _int8_peak(k: int, n: int) -> float:
     opts.intra_op_num_threads, opts.inter_op_num_threads = THREADS, 1
     session = ort.InferenceSession(model.SerializeToString(),
                                    opts, providers=["CPUExecutionProvider"])
-    a = np.random.default_rng(1).integers(0, 256, (TOKENS, k)).astype(np.uint8)
-    return 2 * TOKENS * k * n / _best(lambda: session.run(["y"], {"a": a}))
+    a = np.random.default_rng(1).integers(0, 256, (tokens, k)).astype(np.uint8)
+    return 2 * tokens * k * n / _best(lambda: session.run(["y"], {"a": a}))
 
 
-def _torch_peak(k: int, n: int, dtype: str) -> float:
+def fused_node_rates(tokens: int = 210, k: int = 1024, n: int = 3072) -> dict:
+    """G ops/s of onnx-int8's own nodes, each alone in a session at M = `tokens`: DynamicQuantizeMatMul, and
+    DynamicQuantizeLinear + MatMulIntegerToFloat (what onnxruntime fuses a shared quantized input into)."""
+    import numpy as np
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(0)
+    inits = [helper.make_tensor("b", TensorProto.INT8, [k, n], rng.integers(-64, 64, (k, n)).astype(np.int8).tobytes(),
+                                raw=True),
+             helper.make_tensor("bs", TensorProto.FLOAT, [n], (rng.random(n) * 0.01 + 0.005).tolist())]
+    graphs = {"DynamicQuantizeMatMul": [helper.make_node("DynamicQuantizeMatMul", ["x", "b", "bs"], ["y"],
+                                                         domain="com.microsoft")],
+              "DynamicQuantizeLinear + MatMulIntegerToFloat": [
+                  helper.make_node("DynamicQuantizeLinear", ["x"], ["q", "qs", "qz"]),
+                  helper.make_node("MatMulIntegerToFloat", ["q", "b", "qs", "bs", "qz"], ["y"], domain="com.microsoft")]}
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = THREADS, 1
+    x = rng.standard_normal((tokens, k)).astype(np.float32)
+    rates = {}
+    for name, nodes in graphs.items():
+        graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [tokens, k])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [tokens, n])], inits)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20),
+                                                        helper.make_opsetid("com.microsoft", 1)])
+        session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        rates[name] = 2 * tokens * k * n / _best(lambda s=session: s.run(["y"], {"x": x})) / 1e9
+    return {"tokens": tokens, "k": k, "n": n, "g_ops_per_s": rates}
+
+
+def _torch_peak(k: int, n: int, dtype: str, tokens: int = TOKENS) -> float:
     import torch
 
     torch.set_num_threads(THREADS)
-    a = torch.randn(TOKENS, k, dtype=getattr(torch, dtype))
+    a = torch.randn(tokens, k, dtype=getattr(torch, dtype))
     b = torch.randn(k, n, dtype=getattr(torch, dtype))
     with torch.inference_mode():
-        return 2 * TOKENS * k * n / _best(lambda: torch.matmul(a, b))
+        return 2 * tokens * k * n / _best(lambda: torch.matmul(a, b))
 
 
-def peaks() -> dict:
-    """{"int8" | "bf16" | "fp32": {"peak_ops_per_s", "per_shape": {"KxN": ops/s}}}."""
-    makers = {"int8": _int8_peak, "bf16": lambda k, n: _torch_peak(k, n, "bfloat16"),
-              "fp32": lambda k, n: _torch_peak(k, n, "float32")}
+def peaks(tokens: int = TOKENS) -> dict:
+    """{"int8" | "bf16" | "fp32": {"peak_ops_per_s", "per_shape": {"KxN": ops/s}}} at M = `tokens`."""
+    makers = {"int8": _int8_peak, "bf16": lambda k, n, m: _torch_peak(k, n, "bfloat16", m),
+              "fp32": lambda k, n, m: _torch_peak(k, n, "float32", m)}
     out = {}
     for kind, make in makers.items():
-        per_shape = {f"{k}x{n}": make(k, n) for k, n in SHAPES}
+        per_shape = {f"{k}x{n}": make(k, n, tokens) for k, n in SHAPES}
         out[kind] = {"peak_ops_per_s": max(per_shape.values()), "per_shape": per_shape}
-    return {"threads": THREADS, "tokens": TOKENS, "peaks": out}
+    return {"threads": THREADS, "tokens": tokens, "peaks": out}
 
 
 def ops_per_token(config: dict, context: float) -> float:
@@ -149,7 +180,10 @@ def main() -> None:
     parser.add_argument("--worker", nargs="+", metavar="KIND [ARGS]")
     args = parser.parse_args()
     kind, *rest = args.worker
-    print(json.dumps(peaks() if kind == "peaks" else profile(rest[0], int(rest[1]))))
+    if kind == "profile":
+        print(json.dumps(profile(rest[0], int(rest[1]))))
+    else:
+        print(json.dumps((peaks if kind == "peaks" else fused_node_rates)(*map(int, rest))))
 
 
 if __name__ == "__main__":
