@@ -43,3 +43,34 @@ def time_scorer(score, docs: int, length: int) -> dict:
             "peak_above_loaded_mib": (status_bytes("VmHWM") - loaded) / 2**20, "docs": len(scores),
             "prefix_reuse": False, "scores": scores[:SCORES_KEPT],
             "cpu_seconds": cpu}  # ~threads x seconds unless the CPU was shared
+
+
+# ---------------------------------------------------------------- lockstep workers (benchmarks/lockstep.py drives them)
+
+LOCKSTEP = "LOCKSTEP "  # the prefix of protocol lines on a lockstep worker's stdout (libraries print too)
+
+
+def serve_lockstep(measure) -> None:
+    """A lockstep worker's loop, after its model is loaded and warm: say ready, then answer each stdin line
+    "START END" with one line holding `measure(start, end)` (a dict) and its wall and CPU seconds; end at EOF."""
+    import json
+    import sys
+    import time
+
+    print(LOCKSTEP + json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        start, end = map(int, line.split())
+        began, cpu = time.perf_counter(), time.process_time()
+        out = measure(start, end)
+        out.update(seconds=time.perf_counter() - began, cpu_seconds=time.process_time() - cpu)
+        print(LOCKSTEP + json.dumps(out), flush=True)
+
+
+def serve_scorer(score, docs: int, length: int) -> None:
+    """serve_lockstep for `score(query, documents)`: each request scores documents[START:END] of the same
+    `docs` documents time_scorer would, warmed up on the first one."""
+    from realshape import QUERY, documents
+
+    texts = documents(docs, length)
+    score(QUERY, texts[:1])
+    serve_lockstep(lambda start, end: {"scores": [float(s) for s in score(QUERY, texts[start:end])]})

@@ -15,10 +15,15 @@ Measured side by side in one run, each in its own process (so peak RSS is its ow
   limits:     the machine's int8, bf16 and fp32 GEMM peaks (cpu_limits.py), measured before and after the
               rows; each row's achieved ops/s as a share of the peak of the arithmetic it runs; and the
               fastest ONNX row's time by op type from onnxruntime's profiler
+  lockstep:   the goal's rows again (the model card, baseline-bf16 with reuse, the fastest rerank-export row,
+              OpenVINO's rows) and the peaks, all loaded at once and taking turns on chunks of the same
+              documents (lockstep.py): this machine's speed drifts, and ratios need the rows in one state.
+              The goals table reads these.
 
     .venv/bin/python benchmarks/bench_compare.py [--docs 100] [--limit baseline-bf16=20] \
         [--vllm-python ~/.cache/rerank-export/venv-vllm/bin/python] [--genai] [--openvino] [--engine-docs 30] \
-        [--artifacts benchmarks/out/artifacts] [--results benchmarks/RESULTS.md]
+        [--artifacts benchmarks/out/artifacts] [--results benchmarks/RESULTS.md] [--lockstep-chunk 10]
+    .venv/bin/python benchmarks/bench_compare.py --lockstep-only [--openvino] --results benchmarks/RESULTS.md
 
 Artifacts are built by benchmarks/bench_formats.py (or here with --export); the runtime loads them with
 allow_unverified=True because random weights are not worth gating. Results: benchmarks/RESULTS.md.
@@ -34,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import cpu_limits
+from lockstep import Lane, pairs_per_s, round_ratios, run_lockstep
 from realshape import OUT, QUERY, ROOT, SCORES_KEPT, build_real_shape, documents, run_worker, write_section
 
 from rerank_export.formats import get_format
@@ -41,6 +47,8 @@ from rerank_export.manifest import read_manifest
 
 SCRIPT = Path(__file__).resolve()
 BF16_REUSE = "rerank-export baseline-bf16 (prefix reuse)"  # the issue's yardstick for the fastest CPU path
+MODEL_CARD = "model-card (fp32, batch 8)"
+PEAKS_LANE = "GEMM peaks"
 VLLM_FORMATS = ("baseline-bf16", "awq-int4")  # what vLLM loads (ONNX is not its format)
 # ---------------------------------------------------------------- workers (run in their own process)
 
@@ -99,17 +107,22 @@ def _runtime_scorer(folder: str, prefix_reuse: bool):
     return score
 
 
-def worker(kind: str, target: str, docs: int, batch: int, length: int) -> dict:
+def scorer(kind: str, target: str, batch: int):
+    """A worker's `score(query, documents)`, 2 threads."""
     import torch
-
-    from rerank_export.memory import peak_rss_bytes, reset_peak_rss, rss_bytes
 
     torch.set_num_threads(2)
     makers = {"model-card": lambda: _model_card_scorer(target, batch),
               "cross-encoder": lambda: _cross_encoder_scorer(target, batch),
               "runtime": lambda: _runtime_scorer(target, True),
               "runtime-noreuse": lambda: _runtime_scorer(target, False)}
-    score = makers[kind]()
+    return makers[kind]()
+
+
+def worker(kind: str, target: str, docs: int, batch: int, length: int) -> dict:
+    from rerank_export.memory import peak_rss_bytes, reset_peak_rss, rss_bytes
+
+    score = scorer(kind, target, batch)
     texts = documents(docs, length)
     score(QUERY, texts[:1])  # warm-up outside the measurement
     reset_peak_rss()
@@ -127,6 +140,11 @@ def worker(kind: str, target: str, docs: int, batch: int, length: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--worker", nargs=5, metavar=("KIND", "TARGET", "DOCS", "BATCH", "LENGTH"))
+    parser.add_argument("--lockstep", action="store_true", help="with --worker: serve chunks (lockstep.py)")
+    parser.add_argument("--lockstep-chunk", type=int, default=10,
+                        help="documents per lockstep turn (0: no lockstep pass)")
+    parser.add_argument("--lockstep-only", action="store_true",
+                        help="measure only the lockstep pass; the other tables are --out's last numbers")
     parser.add_argument("--docs", type=int, default=100)
     parser.add_argument("--limit", action="append", default=[], metavar="ARTIFACT=N",
                         help="score only N documents through this artifact (for formats far too slow here)")
@@ -147,9 +165,16 @@ def main() -> None:
     args = parser.parse_args()
     if args.worker:
         kind, target, docs, batch, length = args.worker
-        print(json.dumps(worker(kind, target, int(docs), int(batch), int(length))))
+        if args.lockstep:
+            from _procstat import serve_scorer
+
+            serve_scorer(scorer(kind, target, int(batch)), int(docs), int(length))
+        else:
+            print(json.dumps(worker(kind, target, int(docs), int(batch), int(length))))
         return
-    if args.rerender:  # llama.cpp runs in its own venv, after (or before) the rest
+    if args.lockstep_only:
+        results = json.loads(args.out.read_text())
+    elif args.rerender:  # llama.cpp runs in its own venv, after (or before) the rest
         results = {**json.loads(args.out.read_text()), "llama_cpp": llama_cpp_row()}
         if "before" in results.get("limits", {}):  # the shares again, from the recorded peaks
             limits = results["limits"]
@@ -165,6 +190,8 @@ def main() -> None:
                    "command": "python benchmarks/bench_compare.py " + " ".join(sys.argv[1:])}
         results["limits"] = limit_rows(model, results["throughput"], before, run_worker(cpu_limits.SCRIPT, ["peaks"]))
         results["profile"] = profile_row(results["throughput"], args)
+    if args.lockstep_only or (args.lockstep_chunk and not args.rerender):
+        results["lockstep"] = lockstep_rows(build_real_shape(), results["throughput"], args)
     args.out.write_text(json.dumps(results, indent=1))
     plot(results, args.out.with_suffix(".png"))
     section = render(results, results.get("command", "python benchmarks/bench_compare.py"))
@@ -185,7 +212,7 @@ def memory_rows(model: Path, artifacts: Path) -> dict:
 def throughput_rows(model: Path, args: argparse.Namespace) -> dict:
     limits = {name: int(n) for name, n in (item.split("=", 1) for item in args.limit)}
     n = str(args.docs)
-    rows = {"model-card (fp32, batch 8)": run_worker(SCRIPT, ["model-card", str(model), n, "8", "200"])}
+    rows = {MODEL_CARD: run_worker(SCRIPT, ["model-card", str(model), n, "8", "200"])}
     base = args.artifacts / "baseline-fp32"
     if base.is_dir():
         rows["sentence-transformers CrossEncoder (baseline-fp32)"] = run_worker(
@@ -203,7 +230,7 @@ def throughput_rows(model: Path, args: argparse.Namespace) -> dict:
         rows[f"rerank-export {folder.name} (no prefix reuse)"] = run_worker(
             SCRIPT, ["runtime-noreuse", str(folder), docs, "0", "200"])
     rows.update(engine_rows(args))
-    reference = rows["model-card (fp32, batch 8)"].get("scores")
+    reference = rows[MODEL_CARD].get("scores")
     for row in rows.values():  # same prompts in, same p(yes) out (up to the format's precision)
         if reference and row.get("scores"):
             row["max_abs_diff_vs_model_card"] = max(abs(a - b) for a, b in zip(row["scores"], reference))
@@ -253,13 +280,11 @@ def compute_kind(name: str, row: dict) -> str | None:
     return "fp32"  # the model card, CrossEncoder, fp32 formats, awq-int4's dequantized fp32 matmuls
 
 
-def limit_rows(model: Path, speed: dict, before: dict, after: dict) -> dict:
-    """The peaks (the higher of before and after the rows), and each row's achieved ops/s and share of its peak."""
+def ops_counter(model: Path):
+    """`ops(docs, reuse)`: the useful ops of scoring `docs` (realshape's documents) with or without the
+    shared prefix run once (cpu_limits.run_ops, from the model's config and its prompts' lengths)."""
     from rerank_export.contract import Contract, load_tokenizer
 
-    if "error" in before or "error" in after:
-        return {"error": before.get("error") or after.get("error")}
-    peaks = {k: max(before["peaks"][k]["peak_ops_per_s"], after["peaks"][k]["peak_ops_per_s"]) for k in before["peaks"]}
     config = json.loads((model / "config.json").read_text())
     contract = Contract(load_tokenizer(model))
     marker = contract.document_marker_ids
@@ -268,18 +293,84 @@ def limit_rows(model: Path, speed: dict, before: dict, after: dict) -> dict:
         ids = contract.encode(QUERY, doc).input_ids
         return len(ids), next(i + len(marker) for i in range(len(ids)) if ids[i:i + len(marker)] == marker)
 
+    def ops(docs: list[str], reuse: bool, with_prefix: bool = True) -> float:
+        lengths, prefixes = zip(*(prompt(d) for d in docs))
+        return cpu_limits.run_ops(config, list(lengths), min(prefixes), reuse, with_prefix)
+
+    ops.per_token = cpu_limits.ops_per_token(config, 0)
+    return ops
+
+
+def reuses(name: str, row: dict) -> bool:
+    return bool(row.get("prefix_reuse")) or "prefix caching" in name
+
+
+def limit_rows(model: Path, speed: dict, before: dict, after: dict) -> dict:
+    """The peaks (the higher of before and after the rows), and each row's achieved ops/s and share of its peak."""
+    if "error" in before or "error" in after:
+        return {"error": before.get("error") or after.get("error")}
+    peaks = {k: max(before["peaks"][k]["peak_ops_per_s"], after["peaks"][k]["peak_ops_per_s"]) for k in before["peaks"]}
+    ops = ops_counter(model)
     rows = {}
     for name, row in speed.items():
         kind = compute_kind(name, row)
         if not row.get("pairs_per_s") or not row.get("docs") or kind is None:
             continue
-        lengths, prefixes = zip(*(prompt(d) for d in documents(row["docs"])))
-        reuse = bool(row.get("prefix_reuse")) or "prefix caching" in name
-        ops = cpu_limits.run_ops(config, list(lengths), min(prefixes), reuse)
-        achieved = ops * row["pairs_per_s"] / row["docs"]
+        achieved = ops(documents(row["docs"]), reuses(name, row)) * row["pairs_per_s"] / row["docs"]
         rows[name] = {"kind": kind, "ops_per_s": achieved, "share_of_peak": achieved / peaks[kind]}
-    return {"peaks": peaks, "before": before, "after": after, "rows": rows,
-            "ops_per_token": cpu_limits.ops_per_token(config, 0)}
+    return {"peaks": peaks, "before": before, "after": after, "rows": rows, "ops_per_token": ops.per_token}
+
+
+def lockstep_lanes(model: Path, speed: dict, args: argparse.Namespace) -> list[Lane]:
+    """The goal's rows: the model card, baseline-bf16 with reuse, the fastest rerank-export row (from the
+    sequential pass), every OpenVINO variant, and the GEMM peaks."""
+    def runtime(name: str) -> list[str]:  # "rerank-export onnx-int8 (prefix reuse)" -> its worker
+        kind = "runtime-noreuse" if "no prefix reuse" in name else "runtime"
+        return _worker_argv(kind, args.artifacts / name.split()[1], args.docs, 0)
+
+    lanes = [Lane(PEAKS_LANE, [sys.executable, str(cpu_limits.SCRIPT), "--worker", "peaks-lockstep"]),
+             Lane(MODEL_CARD, _worker_argv("model-card", model, args.docs, 8))]
+    names = [BF16_REUSE] if (args.artifacts / "baseline-bf16" / "manifest.json").is_file() else []
+    best = best_own_row(speed)
+    names += [best[0]] if best and best[0] not in names else []
+    lanes += [Lane(name, runtime(name)) for name in names]
+    if args.openvino:
+        from bench_openvino import openvino_lanes
+
+        lanes += openvino_lanes(args.docs)
+    return lanes
+
+
+def _worker_argv(kind: str, target: Path, docs: int, batch: int) -> list[str]:
+    return [sys.executable, str(SCRIPT), "--worker", kind, str(target), str(docs), str(batch), "200", "--lockstep"]
+
+
+def lockstep_rows(model: Path, speed: dict, args: argparse.Namespace) -> dict:
+    """The lockstep pass (lockstep.py): each lane's turns, pairs/s, useful ops/s, and its share of the peak
+    measured in each round (that round's peak; overall, the mean of the rounds' peaks)."""
+    lanes = run_lockstep(lockstep_lanes(model, speed, args), args.docs, args.lockstep_chunk)
+    peaks = [r["peaks"] for r in lanes.pop(PEAKS_LANE)["rounds"]]
+    if not peaks:
+        return {"error": "the peaks worker did not answer"}
+    ops, texts = ops_counter(model), documents(args.docs)
+    rows = {}
+    for name, lane in lanes.items():
+        rounds = lane["rounds"]
+        if not rounds:
+            rows[name] = {"error": lane.get("error", "no turns")}
+            continue
+        kind = compute_kind(name, speed.get(name, {}))  # OpenVINO's precision, as its sequential row found it
+        # with reuse the prefix counts once, in the first turn (a later turn finds it cached, or in the
+        # PyTorch backend runs it again uncounted: the share is never overstated)
+        done = [ops(texts[r["start"]:r["end"]], reuses(name, speed.get(name, {})), i == 0) for i, r in enumerate(rounds)]
+        mean_peak = sum(p[kind]["peak_ops_per_s"] for p in peaks) / len(peaks)
+        shares = [o / r["seconds"] / p[kind]["peak_ops_per_s"] for o, r, p in zip(done, rounds, peaks)]
+        seconds = sum(r["seconds"] for r in rounds)
+        rows[name] = {"kind": kind, "rounds": rounds, "docs": sum(r["end"] - r["start"] for r in rounds),
+                      "pairs_per_s": pairs_per_s(rounds), "ops_per_s": sum(done) / seconds,
+                      "share_of_peak": sum(done) / seconds / mean_peak, "round_shares": shares,
+                      **({"error": lane["error"]} if "error" in lane else {})}
+    return {"chunk": args.lockstep_chunk, "peaks": peaks, "rows": rows}
 
 
 def profile_row(speed: dict, args: argparse.Namespace) -> dict:
@@ -336,7 +427,7 @@ def render(results: dict, command: str) -> str:
     lines += _memory_table(results["memory"]) + [""] + _speed_table(results) + [""] + _bytes_table(results)
     if "limits" in results:
         lines += [""] + _limits_table(results["limits"]) + [""] + _profile_table(results.get("profile", {}))
-        lines += [""] + _goals_table(results)
+        lines += [""] + _lockstep_table(results) + [""] + _goals_table(results)
     return "\n".join(lines) + "\n"
 
 
@@ -418,25 +509,58 @@ GOALS = (("OpenVINO's best row", 1.3), ("baseline-bf16 with reuse", 2.0), ("the 
 
 
 def _goals_table(results: dict) -> list[str]:
-    speed, limits = results["throughput"], results["limits"]
+    """The fastest rerank-export row against the goals: from the lockstep pass where there is one."""
+    lockstep = results.get("lockstep", {}).get("rows")
+    speed, shares = (lockstep, lockstep) if lockstep else (results["throughput"], results["limits"].get("rows", {}))
     best = best_own_row(speed)
     if best is None:
         return []
-    openvino = [r["pairs_per_s"] for n, r in speed.items() if n.startswith("OpenVINO") and r.get("pairs_per_s")]
-    bases = {"OpenVINO's best row": max(openvino, default=None),
-             "baseline-bf16 with reuse": speed.get(BF16_REUSE, {}).get("pairs_per_s"),
-             "the model card's code": speed.get("model-card (fp32, batch 8)", {}).get("pairs_per_s")}
-    lines = [f"The fastest rerank-export row, {best[0]} ({best[1]:.3f} pairs/s), against the goals:", "",
-             "| against | goal | measured | met |", "|---|---:|---:|---|"]
-    for name, goal in GOALS:
-        base = bases[name]
-        got = best[1] / base if base else None
-        lines.append(f"| {name} | {goal:.1f}x | {f'{got:.2f}x' if got else '-'} | "
+    openvino = {n: r for n, r in speed.items() if n.startswith("OpenVINO") and r.get("pairs_per_s")}
+    bases = {"OpenVINO's best row": max(openvino, key=lambda n: openvino[n]["pairs_per_s"], default=None),
+             "baseline-bf16 with reuse": BF16_REUSE, "the model card's code": MODEL_CARD}
+    where = (f"in lockstep, turns of {results['lockstep']['chunk']} documents" if lockstep
+             else "one row after another")
+    lines = [f"The fastest rerank-export row, {best[0]} ({best[1]:.3f} pairs/s, {where}), against the goals:", "",
+             "| against | goal | measured | per turn, lowest / highest | met |", "|---|---:|---:|---:|---|"]
+    for label, goal in GOALS:
+        base = speed.get(bases[label] or "", {})
+        got = best[1] / base["pairs_per_s"] if base.get("pairs_per_s") else None
+        turns = round_ratios(speed[best[0]]["rounds"], base["rounds"]) if lockstep and got else []
+        spread = f"{min(turns):.2f}x / {max(turns):.2f}x" if turns else "-"
+        lines.append(f"| {label} | {goal:.1f}x | {f'{got:.2f}x' if got else '-'} | {spread} | "
                      f"{'yes' if got and got >= goal else 'no'} |")
-    share = limits.get("rows", {}).get(best[0], {}).get("share_of_peak")
-    kind = limits.get("rows", {}).get(best[0], {}).get("kind", "?")
-    lines.append(f"| the measured {kind} GEMM peak | 65% | {f'{share:.0%}' if share else '-'} | "
-                 f"{'yes' if share and share >= 0.65 else 'no'} |")
+    row = shares.get(best[0], {})
+    share, turns = row.get("share_of_peak"), row.get("round_shares", [])
+    spread = f"{min(turns):.0%} / {max(turns):.0%}" if turns else "-"
+    lines.append(f"| the measured {row.get('kind', '?')} GEMM peak | 65% | {f'{share:.0%}' if share else '-'} | "
+                 f"{spread} | {'yes' if share and share >= 0.65 else 'no'} |")
+    return lines
+
+
+def _lockstep_table(results: dict) -> list[str]:
+    """Each lane's pairs/s, ops/s and share of its rounds' peak."""
+    lockstep = results.get("lockstep")
+    if not lockstep:
+        return []
+    if "error" in lockstep:
+        return [f"Lockstep pass: not measured ({lockstep['error']})."]
+    peaks = lockstep["peaks"]
+    int8 = [p["int8"]["peak_ops_per_s"] / 1e9 for p in peaks]
+    lines = [(f"The goal's rows again, in lockstep (benchmarks/lockstep.py): every worker loaded at once, taking "
+              f"turns on the same {lockstep['chunk']} documents at a time, and the GEMM peaks measured at each "
+              f"of the {len(peaks)} turns (int8 peak lowest / highest: {min(int8):.0f} / {max(int8):.0f} G ops/s). "
+              "Shares are of each turn's peak; the overall share is of the turns' mean peak:"), "",
+             "| scorer | docs | pairs/s | vs model card | G ops/s | share of peak | per turn, lowest / highest |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    card = lockstep["rows"].get(MODEL_CARD, {}).get("pairs_per_s")
+    for name, row in lockstep["rows"].items():
+        if "pairs_per_s" not in row:
+            lines.append(f"| {name} | - | failed: {row.get('error', '?')[:120]} | - | - | - | - |")
+            continue
+        turns = row["round_shares"]
+        vs = f"{row['pairs_per_s'] / card:.2f}x" if card else "-"
+        lines.append(f"| {name} | {row['docs']} | {row['pairs_per_s']:.3f} | {vs} | {row['ops_per_s'] / 1e9:.0f} | "
+                     f"{row['share_of_peak']:.0%} of {row['kind']} | {min(turns):.0%} / {max(turns):.0%} |")
     return lines
 
 

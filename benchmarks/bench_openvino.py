@@ -46,7 +46,7 @@ import sys
 import time
 from pathlib import Path
 
-from _procstat import time_scorer
+from _procstat import serve_scorer, time_scorer
 from realshape import PREFIX, SUFFIX, TASK, documents, run_worker  # stdlib only at import
 
 SCRIPT = Path(__file__).resolve()
@@ -183,11 +183,24 @@ def worker(folder: str, docs: int, length: int) -> dict:
 
 # ---------------------------------------------------------------- rows for bench_compare (project venv)
 
+def row_name(variant: str) -> str:
+    return f"OpenVINO {variant} (ov.convert_model of baseline-bf16, own venv)"
+
+
+def openvino_lanes(docs: int, length: int = 200) -> list:
+    """Lockstep lanes (benchmarks/lockstep.py) for every built variant, in the OpenVINO venv."""
+    from lockstep import Lane
+
+    return [Lane(row_name(v), [str(OPENVINO_PYTHON), str(SCRIPT), "--worker", str(WORK / v), str(docs), str(length),
+                               "--lockstep"])
+            for v in VARIANTS if OPENVINO_PYTHON.is_file() and (WORK / v / "build.json").is_file()]
+
+
 def openvino_rows(docs: int, length: int = 200, timeout: float = 7200) -> dict[str, dict]:
     """{"OpenVINO <variant> (...)": row}, each worker in the OpenVINO venv, in its own process."""
     rows = {}
     for variant in VARIANTS:
-        name = f"OpenVINO {variant} (ov.convert_model of baseline-bf16, own venv)"
+        name = row_name(variant)
         record = WORK / variant / "build.json"
         if not OPENVINO_PYTHON.is_file() or not record.is_file():
             rows[name] = {"error": f"not built: run python {SCRIPT.relative_to(ROOT)} --setup, then --build"}
@@ -202,13 +215,17 @@ def openvino_rows(docs: int, length: int = 200, timeout: float = 7200) -> dict[s
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--worker", nargs=3, metavar=("VARIANT_DIR", "DOCS", "LENGTH"))
+    parser.add_argument("--lockstep", action="store_true", help="with --worker: serve chunks (lockstep.py)")
     parser.add_argument("--setup", action="store_true", help="create the OpenVINO venv; print its python")
     parser.add_argument("--build", action="store_true", help="convert every variant (in the OpenVINO venv)")
     parser.add_argument("--baseline", type=Path, default=BASELINE, help="the seq-cls baseline to convert")
     parser.add_argument("--docs", type=int, default=100)
     parser.add_argument("--length", type=int, default=200)
     args = parser.parse_args()
-    if args.worker:
+    if args.worker and args.lockstep:  # benchmarks/lockstep.py drives it
+        folder, docs, length = args.worker
+        serve_scorer(_scorer(folder), int(docs), int(length))
+    elif args.worker:
         folder, docs, length = args.worker
         print(json.dumps(worker(folder, int(docs), int(length))))
     elif args.setup:

@@ -4,6 +4,7 @@ ops/s as a share of the peak of the arithmetic it runs, and where onnxruntime sp
     .venv/bin/python benchmarks/cpu_limits.py --worker peaks [M]        # one JSON line: the GEMM peaks (M tokens)
     .venv/bin/python benchmarks/cpu_limits.py --worker profile DIR N    # one JSON line: time shares by op type
     .venv/bin/python benchmarks/cpu_limits.py --worker nodes [M]        # onnx-int8's fused int8 nodes, each alone
+    .venv/bin/python benchmarks/cpu_limits.py --worker peaks-lockstep   # the peaks again at each lockstep turn
 
 Peaks, 2 threads, the 0.6B shape's linear layers (M = 2,048 tokens by K x N = 1024 x 3072 (gate, up),
 3072 x 1024 (down), 1024 x 2048 (q)), best of 5 after a warm-up:
@@ -124,12 +125,13 @@ def ops_per_token(config: dict, context: float) -> float:
     return 2 * layers * per_layer + 4 * layers * heads * head_dim * context
 
 
-def run_ops(config: dict, lengths: list[int], prefix: int, reuse: bool) -> float:
-    """Useful ops to score prompts of `lengths` tokens that share their first `prefix` tokens."""
+def run_ops(config: dict, lengths: list[int], prefix: int, reuse: bool, with_prefix: bool = True) -> float:
+    """Useful ops to score prompts of `lengths` tokens that share their first `prefix` tokens (with reuse,
+    the prefix once, unless `with_prefix` is False: a later turn of a run whose prefix is cached)."""
     if not reuse:
         return sum(n * ops_per_token(config, n / 2) for n in lengths)
     tails = sum((n - prefix) * ops_per_token(config, (n + prefix) / 2) for n in lengths)
-    return prefix * ops_per_token(config, prefix / 2) + tails
+    return prefix * ops_per_token(config, prefix / 2) * with_prefix + tails
 
 
 # ---------------------------------------------------------------- profile of one ONNX artifact's run
@@ -182,6 +184,10 @@ def main() -> None:
     kind, *rest = args.worker
     if kind == "profile":
         print(json.dumps(profile(rest[0], int(rest[1]))))
+    elif kind == "peaks-lockstep":  # one turn per lockstep round (benchmarks/lockstep.py)
+        from _procstat import serve_lockstep
+
+        serve_lockstep(lambda start, end: peaks())
     else:
         print(json.dumps((peaks if kind == "peaks" else fused_node_rates)(*map(int, rest))))
 
