@@ -491,8 +491,9 @@ def _profile_table(profile: dict) -> list[str]:
     if "share" not in profile:
         return [f"Profile: not measured ({profile.get('error', 'no row')})."]
     share, top = profile["share"], profile["top_ops"]
+    speed = f", {profile['docs'] / profile['seconds']:.2f} pairs/s while profiled" if profile.get("seconds") else ""
     return [(f"Where {profile['row']} spends its time: onnxruntime's profiler over {profile['docs']} documents "
-            "(shares of the session's run time; the profiler's own overhead included):"), "",
+            f"(shares of the session's run time; the profiler's own overhead included{speed}):"), "",
             "| GEMM | attention | quantize / dequantize | other ops | outside ops |", "|---:|---:|---:|---:|---:|",
             "| " + " | ".join(f"{share.get(k, 0):.0%}" for k in ("gemm", "attention", "quantize", "other ops",
                                                                   "outside ops")) + " |", "",

@@ -57,19 +57,28 @@ class Lane:
         try:
             answer = self.lines.get(timeout=timeout)
         except queue.Empty:
-            answer = None
-        if answer is None:
-            raise RuntimeError(f"lane {self.name}: its worker exited or did not answer in {timeout:.0f} s "
-                               f"(exit {self.process.poll()})")
+            raise RuntimeError(f"lane {self.name}: its worker did not answer in {timeout:.0f} s") from None
+        if answer is None:  # its stdout closed: it is exiting, or has
+            try:
+                code = self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                code = None
+            raise RuntimeError(f"lane {self.name}: its worker exited (exit {code})")
         return answer
 
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.stdin.close()
+    def stop(self, kill: bool = False) -> None:
+        """End the worker: EOF on its stdin ends its loop; one that failed or will not end is killed."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        if kill:
+            self.process.kill()
+        else:
             try:
+                self.process.stdin.close()
                 self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
+            except (OSError, subprocess.TimeoutExpired):
                 self.process.kill()
+        self.process.wait()
 
 
 def run_lockstep(lanes: Sequence[Lane], docs: int, chunk: int, timeout: float = 3600) -> dict[str, dict]:
@@ -85,7 +94,7 @@ def run_lockstep(lanes: Sequence[Lane], docs: int, chunk: int, timeout: float = 
                 live.append(lane)
             except (RuntimeError, OSError, ValueError) as exc:
                 errors[lane.name] = str(exc)
-                lane.stop()
+                lane.stop(kill=True)
         for start in range(0, docs, chunk):
             for lane in list(live):
                 try:
@@ -93,7 +102,7 @@ def run_lockstep(lanes: Sequence[Lane], docs: int, chunk: int, timeout: float = 
                 except (RuntimeError, OSError, ValueError) as exc:
                     errors[lane.name] = str(exc)
                     live.remove(lane)
-                    lane.stop()
+                    lane.stop(kill=True)
     finally:
         for lane in lanes:
             lane.stop()
