@@ -5,6 +5,7 @@ ops/s as a share of the peak of the arithmetic it runs, and where onnxruntime sp
     .venv/bin/python benchmarks/cpu_limits.py --worker profile DIR N    # one JSON line: time shares by op type
     .venv/bin/python benchmarks/cpu_limits.py --worker nodes [M]        # onnx-int8's fused int8 nodes, each alone
     .venv/bin/python benchmarks/cpu_limits.py --worker peaks-lockstep   # the peaks again at each lockstep turn
+    .venv/bin/python benchmarks/cpu_limits.py --worker per-pair DIR N   # ms per pair, one at a time (the drift)
 
 Peaks, 2 threads, the 0.6B shape's linear layers (M = 2,048 tokens by K x N = 1024 x 3072 (gate, up),
 3072 x 1024 (down), 1024 x 2048 (q)), best of 5 after a warm-up:
@@ -160,6 +161,27 @@ def profile(folder: str, docs: int) -> dict:
     return {"docs": docs, "seconds": seconds, **shares(events)}
 
 
+def per_pair(folder: str, docs: int) -> dict:
+    """rerank_export.load's scoring of `docs` documents one call each: ms per pair and the minor page faults
+    each took. Run a few of these in a row to see this VM's drift (lockstep.py says what it is)."""
+    import resource
+
+    from realshape import QUERY, documents
+
+    import rerank_export
+
+    reranker = rerank_export.load(folder, device="cpu", allow_unverified=True)
+    texts = documents(docs)
+    reranker.score([(QUERY, texts[0])])
+    ms, faults = [], []
+    for text in texts:
+        before, start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter()
+        reranker.score([(QUERY, text)])
+        ms.append(round((time.perf_counter() - start) * 1000))
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    return {"ms_per_pair": ms, "minor_faults": faults}
+
+
 def shares(events: list[dict]) -> dict:
     """Node time by kind (GEMM, attention, quantize/dequantize, rest) as shares of the session's run time."""
     by_op: dict[str, float] = {}
@@ -184,6 +206,8 @@ def main() -> None:
     kind, *rest = args.worker
     if kind == "profile":
         print(json.dumps(profile(rest[0], int(rest[1]))))
+    elif kind == "per-pair":
+        print(json.dumps(per_pair(rest[0], int(rest[1]))))
     elif kind == "peaks-lockstep":  # one turn per lockstep round (benchmarks/lockstep.py)
         from _procstat import serve_lockstep
 
