@@ -3,9 +3,11 @@ on the same chunk of documents, so chunk k of every row runs within one round of
 
 Why: this machine's speed drifts. On the 2-core EPYC VM of 2026-12-07 the same onnx-int8 run went from
 ~330 to ~470 ms per pair and back, between processes and inside one (element-wise ops 3-4x slower, int8
-GEMMs ~1.3x): a host state outside the VM, not the process. Rows run one after another can each land in a
-different state; rows in lockstep see the same mix, so their ratios hold. The GEMM peaks take a turn each
-round too (cpu_limits.py's lockstep worker), so a row's share of the peak is against the peak of its rounds.
+GEMMs ~1.3x; no page faults; huge pages did not change it): something outside the VM, lasting seconds to
+minutes. Rows run one after another can each land in a different state; rows in lockstep see about the same
+mix over many turns. A state can still flip inside one turn of every lane, so per-turn ratios scatter: the
+report gives every turn together and each row's best turn. The GEMM peaks take a turn each round too
+(cpu_limits.py's lockstep worker), so a row's share of the peak is against the peaks of its rounds.
 
 A lane is a command that runs a worker speaking _procstat.serve_lockstep's protocol.
 """
