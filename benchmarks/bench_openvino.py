@@ -111,9 +111,13 @@ def build(baseline: Path = BASELINE) -> dict:
     todo = [v for v in VARIANTS if not (WORK / v / "build.json").is_file()]
     if REUSE in todo:
         todo.remove(REUSE)
-        converted, seconds = _convert_tail(baseline)
+        prefix = _Prefix(baseline)
+        source = prefix.model()  # one fp32 load for the trace and both prefixes
+        converted, seconds = _convert_tail(prefix, source)
+        calibration = _tail_calibration(prefix, source)
+        del source
         start = time.perf_counter()
-        model = nncf.quantize(converted, nncf.Dataset(_tail_calibration(baseline)),
+        model = nncf.quantize(converted, nncf.Dataset(calibration),
                               model_type=nncf.ModelType.TRANSFORMER, subset_size=CALIBRATION)
         _save(model, REUSE, seconds + time.perf_counter() - start, baseline)
     if todo:
@@ -146,16 +150,17 @@ class _Prefix:
         a, b = self.ids(query, "A"), self.ids(query, "B")
         return a[:next(i for i, (x, y) in enumerate(zip(a, b)) if x != y)]
 
-    def kv(self, prefix: list[int]) -> dict:
+    def kv(self, prefix: list[int], model=None) -> dict:
+        """`prefix`'s keys/values, from `model` (the seq-cls baseline) or a fresh load let go after."""
         import torch
 
         with torch.no_grad():
-            cache = self.model().model(input_ids=torch.tensor([prefix]), use_cache=True).past_key_values
+            cache = (model or self.model()).model(input_ids=torch.tensor([prefix]), use_cache=True).past_key_values
         return {"past_keys": torch.stack([layer.keys for layer in cache.layers]).numpy(),
                 "past_values": torch.stack([layer.values for layer in cache.layers]).numpy()}
 
 
-def _convert_tail(baseline: Path) -> tuple[object, float]:
+def _convert_tail(prefix: _Prefix, source) -> tuple[object, float]:
     """The traced tail graph: (input_ids, past_keys, past_values) -> logit, the prefix's keys/values lent to
     each layer (a cache layer that concatenates them with the tail's and keeps nothing)."""
     import openvino as ov
@@ -170,8 +175,6 @@ def _convert_tail(baseline: Path) -> tuple[object, float]:
         def update(self, key_states, value_states, *args, **kwargs):
             return torch.cat([self.keys, key_states], dim=-2), torch.cat([self.values, value_states], dim=-2)
 
-    prefix = _Prefix(baseline)
-
     class Tail(torch.nn.Module):
         def __init__(self, inner: torch.nn.Module) -> None:
             super().__init__()
@@ -185,23 +188,22 @@ def _convert_tail(baseline: Path) -> tuple[object, float]:
                               use_cache=False).logits
 
     head = prefix.split("What is it?")
-    past = prefix.kv(head)
+    past = prefix.kv(head, source)
     example = (torch.tensor([prefix.ids("What is it?", "a document")[len(head):]]),
                torch.from_numpy(past["past_keys"]), torch.from_numpy(past["past_values"]))
     start = time.perf_counter()
     with torch.no_grad():
-        converted = ov.convert_model(Tail(prefix.model()), example_input=example)
+        converted = ov.convert_model(Tail(source), example_input=example)
     return converted, time.perf_counter() - start
 
 
-def _tail_calibration(baseline: Path) -> list[dict]:
+def _tail_calibration(prefix: _Prefix, source) -> list[dict]:
     """int8-static's calibration prompts as tails after their query's prefix."""
     import numpy as np
 
-    prefix = _Prefix(baseline)
     query = "How is green tea made?"
     head = prefix.split(query)
-    past = prefix.kv(head)
+    past = prefix.kv(head, source)
     lengths = np.linspace(50, 400, CALIBRATION).astype(int)
     return [{"input_ids": np.asarray([prefix.ids(query, doc)[len(head):]], dtype=np.int64), **past}
             for doc in (documents(1, int(n))[0] for n in lengths)]
@@ -253,9 +255,9 @@ def _scorer(folder: str):
     compiled = ov.Core().compile_model(str(Path(folder) / "openvino_model.xml"), "CPU",
                                        {"INFERENCE_NUM_THREADS": THREADS})
     request = compiled.create_infer_request()
-    prompt_ids = _prompt_ids(Path(folder))
     if Path(folder).name == REUSE:
         return _tail_scorer(compiled, request)
+    prompt_ids = _prompt_ids(Path(folder))
 
     def score(query: str, docs: list[str]) -> list[float]:
         out = []
@@ -273,19 +275,20 @@ def _tail_scorer(compiled, request):
     """int8-static-reuse: each query's prefix keys/values computed once (PyTorch fp32), then one infer per tail."""
     import numpy as np
 
-    prefix, pasts = _Prefix(BASELINE), {}
+    prefix, pasts = _Prefix(BASELINE), {}  # query -> (its prefix ids, their keys/values)
 
     def score(query: str, docs: list[str]) -> list[float]:
-        head = prefix.split(query)
         if query not in pasts:
-            pasts[query] = prefix.kv(head)
+            head = prefix.split(query)
+            pasts[query] = head, prefix.kv(head)
+        head, past = pasts[query]
         out = []
         for doc in docs:
             ids = prefix.ids(query, doc)
             if ids[:len(head)] != head:
                 raise ValueError("a prompt that does not start with its query's prefix")
             tail = np.asarray([ids[len(head):]], dtype=np.int64)
-            logit = float(request.infer({"input_ids": tail, **pasts[query]})[0][0, 0])
+            logit = float(request.infer({"input_ids": tail, **past})[0][0, 0])
             out.append(1.0 / (1.0 + math.exp(-logit)))
         return out
 

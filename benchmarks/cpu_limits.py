@@ -48,7 +48,6 @@ def _best(run, repeats: int = 5) -> float:
 
 def _int8_peak(k: int, n: int, tokens: int = TOKENS) -> float:
     import numpy as np
-    import onnxruntime as ort
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(
@@ -58,20 +57,24 @@ def _int8_peak(k: int, n: int, tokens: int = TOKENS) -> float:
         [helper.make_tensor("b", TensorProto.INT8, [k, n], np.random.default_rng(0).integers(-64, 64, (k, n))
                             .astype(np.int8).tobytes(), raw=True),
          helper.make_tensor("az", TensorProto.UINT8, [], [128]), helper.make_tensor("bz", TensorProto.INT8, [], [0])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads, opts.inter_op_num_threads = THREADS, 1
-    session = ort.InferenceSession(model.SerializeToString(),
-                                   opts, providers=["CPUExecutionProvider"])
+    session = _session(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)]))
     a = np.random.default_rng(1).integers(0, 256, (tokens, k)).astype(np.uint8)
     return 2 * tokens * k * n / _best(lambda: session.run(["y"], {"a": a}))
+
+
+def _session(model) -> object:
+    """An onnxruntime CPU session over an in-memory model, THREADS intra-op threads."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = THREADS, 1
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
 def fused_node_rates(tokens: int = 210, k: int = 1024, n: int = 3072) -> dict:
     """G ops/s of onnx-int8's own nodes, each alone in a session at M = `tokens`: DynamicQuantizeMatMul, and
     DynamicQuantizeLinear + MatMulIntegerToFloat (what onnxruntime fuses a shared quantized input into)."""
     import numpy as np
-    import onnxruntime as ort
     from onnx import TensorProto, helper
 
     rng = np.random.default_rng(0)
@@ -83,16 +86,13 @@ def fused_node_rates(tokens: int = 210, k: int = 1024, n: int = 3072) -> dict:
               "DynamicQuantizeLinear + MatMulIntegerToFloat": [
                   helper.make_node("DynamicQuantizeLinear", ["x"], ["q", "qs", "qz"]),
                   helper.make_node("MatMulIntegerToFloat", ["q", "b", "qs", "bs", "qz"], ["y"], domain="com.microsoft")]}
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads, opts.inter_op_num_threads = THREADS, 1
     x = rng.standard_normal((tokens, k)).astype(np.float32)
     rates = {}
     for name, nodes in graphs.items():
         graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [tokens, k])],
                                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [tokens, n])], inits)
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20),
-                                                        helper.make_opsetid("com.microsoft", 1)])
-        session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        session = _session(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20),
+                                                                   helper.make_opsetid("com.microsoft", 1)]))
         rates[name] = 2 * tokens * k * n / _best(lambda s=session: s.run(["y"], {"x": x})) / 1e9
     return {"tokens": tokens, "k": k, "n": n, "g_ops_per_s": rates}
 
