@@ -193,6 +193,24 @@ def test_kv_positions_return_the_prefix_keys_and_values(onnx_root, source):
     assert all(p.shape == (1, config.num_key_value_heads, 5, config.head_dim) for p in asked)
 
 
+def test_the_last_layer_runs_on_each_rows_last_token_only(onnx_root, source, tmp_path):
+    """The score reads one position, so the last layer's down_proj (the graph's last MatMul before the
+    head) runs on one token per row: its output is (B, 1, hidden), however long and padded the rows."""
+    import onnx
+    import onnxruntime
+
+    model = onnx.load(str(onnx_root / "onnx-fp32" / ox.MODEL_FILE))
+    matmuls = [n for n in model.graph.node if n.op_type == "MatMul" and ox.HEAD not in n.input]
+    model.graph.output.append(onnx.helper.make_empty_tensor_value_info(matmuls[-1].output[0]))
+    onnx.save(model, str(tmp_path / "probe.onnx"))
+    session = onnxruntime.InferenceSession(str(tmp_path / "probe.onnx"))  # a plain one: the probe output is extra
+    ids, mask = _batch(source, "left")
+    logit, down = session.run([ox.OUTPUT, matmuls[-1].output[0]], {"input_ids": ids, "attention_mask": mask})
+    assert ids.shape[1] > 1 and down.shape == (len(ids), 1, source.lm.config.hidden_size)
+    expected = ReferenceBackend(source).logits(ids, mask)
+    np.testing.assert_allclose(logit, expected, atol=FP32_LOGIT_TOL, rtol=0)
+
+
 @pytest.mark.parametrize("side", ["left", "right"])
 def test_fp32_logits_match_the_causal_lm(onnx_root, source, side):
     ids, mask = _batch(source, side)

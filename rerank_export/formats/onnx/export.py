@@ -32,18 +32,21 @@ from .graph import (
     present_name,
     require,
 )
+from .layers import LastToken, last_layer_cut
 from .norms import fused_norms
 from .options import OnnxInt4Options, OnnxOptions
 
 log = logging.getLogger(__name__)
 
 
-def build_scorer(source: Any, decoder: Any = None, prefix: bool = False) -> Any:
+def build_scorer(source: Any, decoder: Any = None, prefix: bool = False,
+                 cut: LastToken | None = None) -> Any:
     """An nn.Module (input_ids, attention_mask) -> fp32 logit_yes - logit_no at each row's last real token.
 
     `decoder` replaces the source's decoder (int4 passes an AWQ-scaled copy); the head is the source's.
     With `prefix` (gqa attention only) it also takes (kv_positions, *past) and returns the presents:
-    rows continue a shared prefix whose keys/values are given per layer (graph.py's names).
+    rows continue a shared prefix whose keys/values are given per layer (graph.py's names). With `cut`
+    the decoder is traced under layers.last_layer_cut, so it returns each row's last token only.
     """
     import torch
 
@@ -68,11 +71,16 @@ def build_scorer(source: Any, decoder: Any = None, prefix: bool = False) -> Any:
                 start = past[0].shape[2]  # the prefix's length: this pass's positions follow it
                 positions = torch.arange(start, start + width, device=input_ids.device)
                 extra = {"prefix_kv": kv, "position_ids": positions.unsqueeze(0).expand(input_ids.shape[0], -1)}
-            hidden = self.decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False,
-                                  **extra).last_hidden_state
             steps = torch.arange(width, device=attention_mask.device)
             last = (steps * attention_mask).argmax(dim=1)
-            h = hidden[torch.arange(input_ids.shape[0], device=input_ids.device), last]
+            if cut is not None:
+                cut.index = last
+            hidden = self.decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False,
+                                  **extra).last_hidden_state
+            if cut is not None:  # already cut to the last token
+                h = hidden[:, 0]
+            else:
+                h = hidden[torch.arange(input_ids.shape[0], device=input_ids.device), last]
             logit = h.float() @ getattr(self, HEAD)
             if not prefix:
                 return logit
@@ -114,7 +122,8 @@ def export_fp32_graph(source: Any, path: Path, opset: int = DEFAULT_OPSET, decod
     if opset not in SUPPORTED_OPSETS:
         raise UsageError(f"opset {opset} is not supported; use one of {list(SUPPORTED_OPSETS)}")
     prefix = attention == "gqa"
-    model = build_scorer(source, decoder, prefix)
+    cut = LastToken() if prefix else None
+    model = build_scorer(source, decoder, prefix, cut)
     ids = torch.full((2, 16), source.contract.pad_id, dtype=torch.int64)
     mask = torch.ones_like(ids)
     mask[0, :4] = 0  # a padded row, so the trace does not specialise on an all-ones mask
@@ -132,9 +141,10 @@ def export_fp32_graph(source: Any, path: Path, opset: int = DEFAULT_OPSET, decod
                    "past": tuple({2: torch.export.Dim("past")} for _ in past)}
     log.info("exporting the fp32 ONNX graph (opset %d, %s attention) to %s", opset, attention, path)
     fused = contextlib.ExitStack()
-    if prefix:  # gqa graphs: onnxruntime's fused attention and norms (norms.py says why only these)
+    if cut is not None:  # gqa graphs: onnxruntime's fused attention and norms (norms.py says why only these)
         fused.enter_context(fused_attention(model.decoder))
         fused.enter_context(fused_norms())
+        fused.enter_context(last_layer_cut(model.decoder, cut))
     with torch.inference_mode(False), torch.no_grad(), fused:
         program = torch.onnx.export(model, args, dynamo=True, opset_version=opset, input_names=names,
                                     output_names=outputs, dynamic_shapes=shapes, optimize=True, verbose=False)
