@@ -17,6 +17,8 @@ model is over protobuf's 2 GB limit.
 
 graph.py    the scorer's file names, inputs, output, opsets and attention; helpers the others share
 attention.py  the decoder's attention traced as GroupQueryAttention
+norms.py    RMSNorms traced as SimplifiedLayerNormalization
+layers.py   the last layer traced on each row's last real token only
 export.py   the fp32 trace and the exporters
 convert.py  fp32 -> fp16, int8, int4
 rows.py     the Loop that scores each row of a batch on its own (dynamic int8)
