@@ -2,7 +2,7 @@
 
 The score reads one position, so the last layer's attention output is cut to each row's last real token
 before o_proj: o_proj, the residual Adds, the MLP and the final norm run on one token per row instead of
-every token (2.6% of a pass's MatMul work on the 0.6B shape; onnx-int8 about 2% faster per pair). Keys and
+every token (2.6% of a pass's MatMul work on the 0.6B shape; onnx-int8 2-3% faster per pair). Keys and
 values, and so the presents, still cover every position; the layer's modules are Qwen3's own, called in
 the same order.
 
