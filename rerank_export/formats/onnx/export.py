@@ -141,7 +141,7 @@ def export_fp32_graph(source: Any, path: Path, opset: int = DEFAULT_OPSET, decod
                    "past": tuple({2: torch.export.Dim("past")} for _ in past)}
     log.info("exporting the fp32 ONNX graph (opset %d, %s attention) to %s", opset, attention, path)
     fused = contextlib.ExitStack()
-    if cut is not None:  # gqa graphs: onnxruntime's fused attention and norms (norms.py says why only these)
+    if prefix:  # gqa graphs: onnxruntime's fused attention and norms (norms.py says why only these)
         fused.enter_context(fused_attention(model.decoder))
         fused.enter_context(fused_norms())
         fused.enter_context(last_layer_cut(model.decoder, cut))

@@ -48,7 +48,7 @@ def last_layer_cut(decoder: Any, last: LastToken) -> Iterator[None]:
     """Trace `decoder` so that it returns (B, 1, D): each row's last real token; its last layer's own
     forward comes back after."""
     layer = decoder.layers[decoder.config.num_hidden_layers - 1]
-    cut = layer.self_attn.o_proj.register_forward_pre_hook(lambda _module, args: (last.take(args[0]),))
+    hook = layer.self_attn.o_proj.register_forward_pre_hook(lambda _module, args: (last.take(args[0]),))
 
     def forward(hidden_states: Any, **kwargs: Any) -> Any:
         return _cut_forward(layer, last, hidden_states, **kwargs)
@@ -58,4 +58,4 @@ def last_layer_cut(decoder: Any, last: LastToken) -> Iterator[None]:
         yield
     finally:
         del layer.forward
-        cut.remove()
+        hook.remove()
