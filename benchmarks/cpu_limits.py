@@ -164,13 +164,17 @@ def profile(folder: str, docs: int) -> dict:
 def per_pair(folder: str, docs: int) -> dict:
     """rerank_export.load's scoring of `docs` documents one call each: ms per pair and the minor page faults
     each took. Run a few of these in a row to see this VM's drift (lockstep.py says what it is)."""
+    import rerank_export
+
+    return time_per_pair(rerank_export.load(folder, device="cpu", allow_unverified=True), docs)
+
+
+def time_per_pair(reranker: object, docs: int) -> dict:
+    """`reranker` scoring `docs` documents one call each, after a warm-up: ms per pair and minor page faults."""
     import resource
 
     from realshape import QUERY, documents
 
-    import rerank_export
-
-    reranker = rerank_export.load(folder, device="cpu", allow_unverified=True)
     texts = documents(docs)
     reranker.score([(QUERY, texts[0])])
     ms, faults = [], []

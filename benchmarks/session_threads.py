@@ -20,11 +20,11 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
+from cpu_limits import time_per_pair
 from lockstep import Lane, pairs_per_s, round_ratios, run_lockstep
-from realshape import QUERY, documents, run_worker
+from realshape import run_worker
 
 NO_SPIN = {"session.intra_op.allow_spinning": "0"}
 # name: (intra-op threads, config entries, SessionOptions attributes)
@@ -58,15 +58,7 @@ def load(artifact: str, setting: str) -> object:
 
 
 def worker(artifact: str, setting: str, docs: int) -> dict:
-    reranker = load(artifact, setting)
-    texts = documents(docs)
-    reranker.score([(QUERY, texts[0])])  # warm-up
-    ms = []
-    for text in texts:
-        start = time.perf_counter()
-        reranker.score([(QUERY, text)])
-        ms.append((time.perf_counter() - start) * 1000)
-    return {"median_ms": statistics.median(ms), "ms": ms}
+    return time_per_pair(load(artifact, setting), docs)
 
 
 def lockstep_worker(artifact: str, setting: str, docs: int) -> None:
@@ -118,8 +110,8 @@ def main() -> None:
     for round_ in range(1, args.rounds + 1):
         for setting in args.settings:
             row = run_worker(Path(__file__), [args.artifact, setting, str(args.docs)])
-            shown = row.get("error") or (f"median {row['median_ms']:.0f} ms per pair; each: "
-                                         + " ".join(f"{ms:.0f}" for ms in row["ms"]))
+            shown = row.get("error") or (f"median {statistics.median(row['ms_per_pair']):.0f} ms per pair; "
+                                         "each: " + " ".join(map(str, row["ms_per_pair"])))
             print(f"round {round_}, {setting}: {shown}", flush=True)
 
 
